@@ -1,0 +1,26 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { RequestSession } from "./request-session.js";
+
+const storage = new AsyncLocalStorage<RequestSession>();
+
+/** Runs `fn` with `session` as the current request's state. */
+export function runInRequest<T>(session: RequestSession, fn: () => T): T {
+  return storage.run(session, fn);
+}
+
+/** The current request's state, or `undefined` outside a request running under `sessions`. */
+export function tryGetRequestSession(): RequestSession | undefined {
+  return storage.getStore();
+}
+
+/** The current request's state; throws with the fix when there is none. */
+export function getRequestSession(what: string): RequestSession {
+  const session = storage.getStore();
+  if (session === undefined) {
+    throw new Error(
+      `persist-session: ${what} was used outside a request handled by persistSession(). ` +
+        "Run the handler under the middleware (`app.use(sessions)`, `sessions(req, res, next)` or `sessions.fetch(handler)`).",
+    );
+  }
+  return session;
+}

@@ -1,0 +1,84 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+
+/**
+ * RFC 4122 version 4, lowercase only: `uuid` mints lowercase, so anything else
+ * was not minted by us. This is the only gate between a cookie and a file name
+ * (React Router's file storage skipped it: GHSA-9583-h5hc-x8cw).
+ */
+const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+/** 32 bytes of HMAC-SHA256 in unpadded base64url. */
+const SIGNATURE = /^[A-Za-z0-9_-]{43}$/;
+const SIGNATURE_LENGTH = 43;
+/** `<uuid>.<signature>` */
+export const SIGNED_VALUE_LENGTH = 36 + 1 + SIGNATURE_LENGTH;
+/** Versioned so a future format can never be confused with this one. */
+const SIGNING_CONTEXT = "persist-session/v1";
+export const MIN_SECRET_LENGTH = 32;
+
+/** Strict lowercase UUIDv4 syntax check; run it before an id goes near a store. */
+export function isUuidV4(id: string): boolean {
+  return id.length === 36 && UUID_V4.test(id);
+}
+
+/** What a verified cookie proves: this id was minted for this key by a holder of one of our secrets. */
+export interface VerifiedCookie {
+  readonly id: string;
+  /** Signed with a secret other than the first: re-sign it on this response. */
+  readonly stale: boolean;
+}
+
+/** Signs and verifies `<uuidv4>.<base64url HMAC-SHA256(key, id)>` cookie values. */
+export class CookieSigner {
+  readonly #secrets: readonly string[];
+
+  constructor(secrets: readonly string[]) {
+    assertSecrets(secrets);
+    this.#secrets = secrets;
+  }
+
+  /** The cookie value for `id` under `key`, signed with the first secret. */
+  sign(key: string, id: string): string {
+    return `${id}.${signature(this.#secrets[0]!, key, id).toString("base64url")}`;
+  }
+
+  /**
+   * The id carried by `value` when its signature holds for `key`, else `undefined`.
+   * Never throws: a cookie is client input, and bad input means "no session".
+   */
+  verify(key: string, value: string): VerifiedCookie | undefined {
+    if (value.length !== SIGNED_VALUE_LENGTH || value[36] !== ".") return undefined;
+    const id = value.slice(0, 36);
+    const given = value.slice(37);
+    if (!isUuidV4(id) || !SIGNATURE.test(given)) return undefined;
+    const givenBytes = Buffer.from(given, "base64url");
+    // base64url has 4 spellings of the last character's low bits; only the canonical one is ours.
+    if (givenBytes.toString("base64url") !== given) return undefined;
+    for (let i = 0; i < this.#secrets.length; i++) {
+      if (timingSafeEqual(givenBytes, signature(this.#secrets[i]!, key, id))) {
+        return { id, stale: i !== 0 };
+      }
+    }
+    return undefined;
+  }
+}
+
+function signature(secret: string, key: string, id: string): Buffer {
+  // The key is part of the MAC so a value minted for `cart` cannot open `admin-prefs`.
+  return createHmac("sha256", secret).update(`${SIGNING_CONTEXT}\n${key}\n${id}`).digest();
+}
+
+/** Throws a `TypeError` naming the rule; never echoes a secret. */
+export function assertSecrets(secrets: readonly unknown[]): asserts secrets is readonly string[] {
+  if (secrets.length === 0) {
+    throw new TypeError("persist-session: option secret is invalid: an empty list. Give at least one secret of 32 or more characters.");
+  }
+  secrets.forEach((secret, index) => {
+    if (typeof secret !== "string" || secret.length < MIN_SECRET_LENGTH) {
+      const which = secrets.length > 1 ? `secret[${index}]` : "secret";
+      const got = typeof secret === "string" ? `${secret.length} characters` : typeof secret;
+      throw new TypeError(
+        `persist-session: option ${which} is invalid: ${got}. Use a random string of at least ${MIN_SECRET_LENGTH} characters (for example \`openssl rand -base64 48\`).`,
+      );
+    }
+  });
+}

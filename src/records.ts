@@ -1,0 +1,412 @@
+import { CorruptRecordError, type Lease, type SessionStore, type StoredRecord } from "./stores/store.js";
+import type { Logger } from "./logger.js";
+
+/** First and longest pause between attempts to take a lease another process holds. */
+const LEASE_POLL_MIN_MS = 4;
+const LEASE_POLL_MAX_MS = 50;
+
+/** Thrown to a request that waited longer than `lockTimeout` for another request of its browser. */
+export class LockTimeoutError extends Error {
+  override readonly name = "LockTimeoutError";
+}
+
+type WriteOp = { readonly kind: "set"; readonly record: StoredRecord } | { readonly kind: "delete" } | { readonly kind: "quarantine"; readonly reason: string };
+
+interface Batch {
+  op: WriteOp;
+  readonly waiters: Array<{ resolve(): void; reject(error: unknown): void }>;
+}
+
+interface LockWaiter {
+  resolve(): void;
+  reject(error: unknown): void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * One record as this process knows it: the lock that serializes the requests
+ * of one browser, the in-process copy, and the queue of writes to the store.
+ *
+ * The rule (group commit): a request holds the lock from before its handler
+ * runs until its response commits. At commit its changes are snapshotted and
+ * the lock passes on at once; the response is held until a write containing
+ * the snapshot is stored. Overlapping requests share writes, never lose them.
+ * If a write fails, every response waiting on it or on a later queued write
+ * fails (500), and the next request re-reads the record from the store: a
+ * failed response's change may or may not be stored, a successful one's is.
+ */
+export class RecordEntry {
+  #locked = false;
+  readonly #lockQueue: LockWaiter[] = [];
+  #writing: Batch | undefined;
+  #pending: Batch | undefined;
+  readonly #idleWaiters: Array<() => void> = [];
+
+  /** What the store holds as far as this process knows; `unloaded` until read. */
+  state: "unloaded" | "missing" | "present" = "unloaded";
+  /** The key of the stored record. */
+  recordKey: string | undefined;
+  /** Read from the store, not yet turned into an instance. */
+  stored: StoredRecord | undefined;
+  /** The instance: the truth for this process while the entry is cached. */
+  live: object | undefined;
+  version = 0;
+  updatedAt = 0;
+  expires = 0;
+  /** Size of the stored data, for inspection. */
+  bytes = 0;
+  /** A write failed or a commit was refused: re-read before the next use. */
+  stale = false;
+  /**
+   * The store's cross-process lease (shared stores), held from the read until
+   * the entry is idle. While held, no other process can have written, so the
+   * next request of this process may trust the in-process copy, and every
+   * queued write is fenced by it.
+   */
+  lease: Lease | undefined;
+
+  constructor(readonly id: string) {}
+
+  get locked(): boolean {
+    return this.#locked;
+  }
+
+  get busy(): boolean {
+    return this.#locked || this.#writing !== undefined;
+  }
+
+  /** Takes the lock now if it is free. */
+  tryLock(): boolean {
+    if (this.#locked) return false;
+    this.#locked = true;
+    return true;
+  }
+
+  /** Resolves once the lock is ours, in arrival order; rejects after `timeoutMs`. */
+  lock(timeoutMs: number): Promise<void> {
+    if (this.tryLock()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter: LockWaiter = { resolve, reject, timer: undefined };
+      waiter.timer = setTimeout(() => {
+        this.#lockQueue.splice(this.#lockQueue.indexOf(waiter), 1);
+        reject(
+          new LockTimeoutError(
+            `persist-session: a request waited ${timeoutMs} ms for another request of the same browser to commit. ` +
+              "Send the response (or its headers) sooner, or raise the lockTimeout option.",
+          ),
+        );
+      }, timeoutMs);
+      this.#lockQueue.push(waiter);
+    });
+  }
+
+  unlock(): void {
+    const next = this.#lockQueue.shift();
+    if (next === undefined) {
+      this.#locked = false;
+      return;
+    }
+    clearTimeout(next.timer);
+    next.resolve();
+  }
+
+  /** Queues `op` behind the write in flight; queued ops coalesce, the last one wins. */
+  enqueue(op: WriteOp, run: (op: WriteOp) => Promise<void>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      if (this.#writing === undefined) {
+        this.#start({ op, waiters: [waiter] }, run);
+      } else if (this.#pending === undefined) {
+        this.#pending = { op, waiters: [waiter] };
+      } else {
+        this.#pending.op = op;
+        this.#pending.waiters.push(waiter);
+      }
+    });
+  }
+
+  /** Resolves when no write is in flight or queued. */
+  idle(): Promise<void> {
+    if (this.#writing === undefined) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #start(batch: Batch, run: (op: WriteOp) => Promise<void>): void {
+    this.#writing = batch;
+    run(batch.op).then(
+      () => {
+        for (const waiter of batch.waiters) waiter.resolve();
+        this.#next(run);
+      },
+      (error: unknown) => {
+        // Later queued snapshots were built on the failed one: fail them too.
+        const failed = [...batch.waiters, ...(this.#pending?.waiters ?? [])];
+        this.#pending = undefined;
+        this.stale = true;
+        for (const waiter of failed) waiter.reject(error);
+        this.#next(run);
+      },
+    );
+  }
+
+  #next(run: (op: WriteOp) => Promise<void>): void {
+    this.#writing = undefined;
+    const pending = this.#pending;
+    this.#pending = undefined;
+    if (pending !== undefined) {
+      this.#start(pending, run);
+      return;
+    }
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+}
+
+/** Options of {@link RecordManager}. */
+export interface RecordManagerOptions {
+  readonly lockTimeoutMs: number;
+  /** How many idle records to keep in memory; 0 for shared stores. */
+  readonly cacheLimit: number;
+  readonly logger: Logger;
+  /** Told after each record write or delete is stored: feeds live sync. */
+  readonly onStored?: (id: string, key: string | undefined, version: number) => void;
+}
+
+/** The records of one `persistSession()`: locks, loading, writes, the idle cache and the sweep. */
+export class RecordManager {
+  readonly #entries = new Map<string, RecordEntry>();
+  #sweeping: Promise<number> | undefined;
+
+  constructor(
+    readonly store: SessionStore,
+    readonly options: RecordManagerOptions,
+  ) {}
+
+  /** The entry for `id`, created when this process has none. */
+  entry(id: string): RecordEntry {
+    let entry = this.#entries.get(id);
+    if (entry === undefined) {
+      entry = new RecordEntry(id);
+      this.#entries.set(id, entry);
+    }
+    return entry;
+  }
+
+  /** The entry for `id` if this process has one; never creates it. */
+  peek(id: string): RecordEntry | undefined {
+    return this.#entries.get(id);
+  }
+
+  /** Locks `entry` for a request; `undefined` when it was free (no await needed). */
+  acquire(entry: RecordEntry): Promise<void> | undefined {
+    if (entry.tryLock()) return undefined;
+    return entry.lock(this.options.lockTimeoutMs);
+  }
+
+  /** Whether {@link load} must run before the entry's state can be trusted. */
+  needsLoad(entry: RecordEntry): boolean {
+    return entry.state === "unloaded" || entry.stale || (this.store.shared === true && !this.#leased(entry)) || this.#expired(entry);
+  }
+
+  /** Reads the record under the lock; corrupt or foreign records are quarantined and count as missing. */
+  async load(entry: RecordEntry, key: string): Promise<void> {
+    if (entry.state !== "unloaded" && !entry.stale && (this.store.shared !== true || this.#leased(entry))) {
+      if (this.#expired(entry)) await this.#expire(entry);
+      return;
+    }
+    await entry.idle();
+    if (this.store.lease !== undefined) await this.#takeLease(entry);
+    this.forget(entry);
+    let record: StoredRecord | undefined;
+    try {
+      record = await this.store.get(entry.id);
+    } catch (error) {
+      if (!(error instanceof CorruptRecordError)) throw error;
+      await this.quarantine(entry, error.message);
+      return;
+    }
+    entry.stale = false;
+    if (record === undefined) {
+      entry.state = "missing";
+      return;
+    }
+    entry.state = "present";
+    entry.recordKey = record.key;
+    entry.stored = record;
+    entry.version = record.version;
+    entry.updatedAt = record.updatedAt;
+    entry.expires = record.expires;
+    entry.bytes = Buffer.byteLength(record.data);
+    if (record.key !== key) {
+      await this.quarantine(entry, `the record belongs to key "${record.key}", the cookie to "${key}"`);
+    } else if (this.#expired(entry)) {
+      await this.#expire(entry);
+    }
+  }
+
+  /** Drops the in-process copy so the next user re-reads the store. */
+  forget(entry: RecordEntry): void {
+    entry.state = "unloaded";
+    entry.stored = undefined;
+    entry.live = undefined;
+    entry.recordKey = undefined;
+  }
+
+  /** Moves an unreadable record aside (never deletes it) and logs why. */
+  async quarantine(entry: RecordEntry, reason: string): Promise<void> {
+    this.forget(entry);
+    entry.state = "missing";
+    entry.stale = false;
+    this.options.logger.warn(`persist-session: record ${entry.id} could not be restored (${reason}); it was set aside and the request got fresh state.`);
+    await this.write(entry, { kind: "quarantine", reason }).catch((error: unknown) => {
+      this.options.logger.error(`persist-session: record ${entry.id} could not be set aside.`, error);
+    });
+  }
+
+  /** Queues a write of the entry; resolves once it (or a later write that includes it) is stored. */
+  write(entry: RecordEntry, op: WriteOp): Promise<void> {
+    const done = entry.enqueue(op, async (next) => {
+      await this.#apply(entry.id, next, entry.lease);
+      if (next.kind === "set") this.options.onStored?.(entry.id, next.record.key, next.record.version);
+      else if (next.kind === "delete") this.options.onStored?.(entry.id, entry.recordKey, 0);
+    });
+    void done.then(
+      () => this.#settle(entry),
+      () => this.#settle(entry),
+    );
+    return done;
+  }
+
+  release(entry: RecordEntry): void {
+    entry.unlock();
+    this.#settle(entry);
+  }
+
+  /** Deletes expired records and orphaned temporary files, skipping every record in use. */
+  sweep(): Promise<number> {
+    this.#sweeping ??= this.#sweep().finally(() => {
+      this.#sweeping = undefined;
+    });
+    return this.#sweeping;
+  }
+
+  /** Resolves once every queued write has been stored (or has failed). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.#entries.values()].map((entry) => entry.idle()));
+  }
+
+  /** How many records this process holds in memory. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  async #sweep(): Promise<number> {
+    let removed = 0;
+    const { store } = this;
+    if (store.expiredIds !== undefined) {
+      for await (const id of store.expiredIds(Date.now())) {
+        if (this.#entries.get(id)?.busy) continue;
+        const entry = this.entry(id);
+        if (!entry.tryLock()) continue;
+        try {
+          if (store.lease !== undefined) {
+            // Another process is using the record, so it is not idle: skip it this round.
+            entry.lease = await store.lease(id);
+            if (entry.lease === undefined) continue;
+          }
+          // Re-read under the lock: a request may have renewed it since the listing.
+          const record = await store.get(id).catch(() => undefined);
+          if (record !== undefined && record.expires <= Date.now()) {
+            this.forget(entry);
+            entry.state = "missing";
+            await this.write(entry, { kind: "delete" });
+            removed++;
+          }
+        } catch (error) {
+          this.options.logger.error(`persist-session: the sweep could not delete record ${id}.`, error);
+        } finally {
+          this.release(entry);
+        }
+      }
+    }
+    if (store.removeOrphans !== undefined) removed += await store.removeOrphans();
+    return removed;
+  }
+
+  #expired(entry: RecordEntry): boolean {
+    return entry.state === "present" && entry.expires <= Date.now();
+  }
+
+  async #expire(entry: RecordEntry): Promise<void> {
+    this.forget(entry);
+    entry.state = "missing";
+    await this.write(entry, { kind: "delete" });
+  }
+
+  #apply(id: string, op: WriteOp, lease: Lease | undefined): Promise<void> {
+    switch (op.kind) {
+      case "set":
+        return this.store.set(id, op.record, lease);
+      case "delete":
+        return this.store.delete(id, lease);
+      case "quarantine":
+        return this.store.quarantine !== undefined ? this.store.quarantine(id, op.reason, lease) : Promise.resolve();
+    }
+  }
+
+  /** Whether this process holds the store's lease on the record, so its in-process copy is the truth. */
+  #leased(entry: RecordEntry): boolean {
+    return entry.lease?.held === true;
+  }
+
+  /**
+   * Takes the store's lease, polling with backoff: the process holding it is
+   * serving the same browser and releases it once its writes are stored, or
+   * it died and the lease expires. Bounded by `lockTimeout` like the in-process lock.
+   */
+  async #takeLease(entry: RecordEntry): Promise<void> {
+    if (this.#leased(entry)) return;
+    this.#releaseLease(entry);
+    const store = this.store;
+    const deadline = Date.now() + this.options.lockTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      const lease = await store.lease!(entry.id);
+      if (lease !== undefined) {
+        entry.lease = lease;
+        return;
+      }
+      // Jitter keeps processes that wait for one record from polling in step.
+      const delay = Math.min(LEASE_POLL_MAX_MS, LEASE_POLL_MIN_MS * 1.5 ** attempt) * (0.5 + Math.random() / 2);
+      if (Date.now() + delay > deadline) {
+        throw new LockTimeoutError(
+          `persist-session: a request waited ${this.options.lockTimeoutMs} ms for another process serving the same browser to release its record. ` +
+            "Send responses (or their headers) sooner, or raise the lockTimeout option.",
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+
+  #releaseLease(entry: RecordEntry): void {
+    const lease = entry.lease;
+    if (lease === undefined) return;
+    entry.lease = undefined;
+    // When the store cannot be reached the lease expires by itself.
+    lease.release().catch(() => undefined);
+  }
+
+  /** Keeps idle entries as a bounded LRU cache (process-local stores only). */
+  #settle(entry: RecordEntry): void {
+    if (entry.busy) return;
+    // Idle: no request of this process uses the record and its writes are stored, so other processes may have it.
+    this.#releaseLease(entry);
+    if (this.#entries.get(entry.id) !== entry) return;
+    this.#entries.delete(entry.id);
+    if (this.options.cacheLimit === 0 || entry.state !== "present" || entry.stale) return;
+    this.#entries.set(entry.id, entry);
+    if (this.#entries.size <= this.options.cacheLimit) return;
+    for (const [id, candidate] of this.#entries) {
+      if (this.#entries.size <= this.options.cacheLimit) break;
+      if (!candidate.busy) this.#entries.delete(id);
+    }
+  }
+}

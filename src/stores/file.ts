@@ -1,0 +1,222 @@
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import { mkdir, open, opendir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { isUuidV4 } from "../cookie-signing.js";
+import { CorruptRecordError, isStoredRecordHeader, type SessionStore, type StoredRecord } from "./store.js";
+
+/** Options of {@link FileStore}. */
+export interface FileStoreOptions {
+  /**
+   * Directory of the records, created with mode 0700.
+   * @default ".persist-session"
+   */
+  dir?: string;
+  /**
+   * fsync each record and its directory before a write counts as stored, so a
+   * power cut cannot lose an acknowledged write. Off by default: a process crash
+   * never loses one either way, and fsync costs milliseconds per write.
+   * @default false
+   */
+  durable?: boolean;
+}
+
+const HEADER_VERSION = 1;
+const TEMP_SUFFIX = ".tmp";
+const SECRET_FILE = ".secret";
+/** A temporary file this old is an orphan even if another process made it. */
+const ORPHAN_AGE_MS = 60_000;
+/** The header line never comes near this; reading a prefix keeps the sweep cheap. */
+const HEADER_READ_BYTES = 512;
+
+/**
+ * One file per record in one directory, named only from the validated UUID.
+ * A file is `<json header>\n<devalue data>`, replaced by writing a temporary
+ * file beside it and renaming it over: a crash leaves the old file or the new
+ * one, never a torn one (remix-run/remix#4353 truncated in place).
+ * One process per directory: records are cached in memory between requests.
+ */
+export class FileStore implements SessionStore {
+  readonly dir: string;
+  readonly #durable: boolean;
+  readonly #startedAt = Date.now();
+  readonly #ownTemps = new Set<string>();
+  #ready: Promise<void> | undefined;
+
+  constructor(options: FileStoreOptions = {}) {
+    const { dir = ".persist-session", durable = false } = options;
+    if (typeof dir !== "string" || dir === "") {
+      throw new TypeError(`persist-session: option dir is invalid: ${String(dir)}. Give a directory path.`);
+    }
+    this.dir = resolve(dir);
+    this.#durable = durable;
+  }
+
+  async get(id: string): Promise<StoredRecord | undefined> {
+    await this.#ensureDir();
+    let text: string;
+    try {
+      text = await readFile(this.#path(id), "utf8");
+    } catch (error) {
+      if (isCode(error, "ENOENT")) return undefined;
+      throw error;
+    }
+    return parseRecordFile(text);
+  }
+
+  async set(id: string, record: StoredRecord): Promise<void> {
+    await this.#ensureDir();
+    const { data, ...header } = record;
+    const temp = join(this.dir, `${id}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+    this.#ownTemps.add(temp);
+    try {
+      // `wx` refuses to follow a planted symlink or reuse a file; 0600 before any byte is written.
+      const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+      try {
+        await handle.writeFile(`${JSON.stringify({ v: HEADER_VERSION, ...header })}\n${data}`);
+        if (this.#durable) await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, this.#path(id));
+      if (this.#durable) await this.#syncDir();
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    } finally {
+      this.#ownTemps.delete(temp);
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    await unlink(this.#path(id)).catch((error: unknown) => {
+      if (!isCode(error, "ENOENT")) throw error;
+    });
+  }
+
+  async quarantine(id: string): Promise<void> {
+    await rename(this.#path(id), join(this.dir, `${id}.corrupt-${Date.now()}`)).catch((error: unknown) => {
+      if (!isCode(error, "ENOENT")) throw error;
+    });
+  }
+
+  async *expiredIds(now: number): AsyncIterable<string> {
+    await this.#ensureDir();
+    const buffer = Buffer.alloc(HEADER_READ_BYTES);
+    for await (const dirent of await opendir(this.dir)) {
+      if (!dirent.isFile() || !isUuidV4(dirent.name)) continue;
+      let handle;
+      try {
+        handle = await open(join(this.dir, dirent.name), "r");
+        const { bytesRead } = await handle.read(buffer, 0, HEADER_READ_BYTES, 0);
+        const text = buffer.toString("utf8", 0, bytesRead);
+        const newline = text.indexOf("\n");
+        const header: unknown = newline === -1 ? undefined : JSON.parse(text.slice(0, newline));
+        if (isStoredRecordHeader(header) && header.expires <= now) yield dirent.name;
+      } catch {
+        // Gone since the listing, or unreadable: the request path quarantines those.
+      } finally {
+        await handle?.close();
+      }
+    }
+  }
+
+  async removeOrphans(): Promise<number> {
+    await this.#ensureDir();
+    let removed = 0;
+    for await (const dirent of await opendir(this.dir)) {
+      if (!dirent.isFile() || !dirent.name.endsWith(TEMP_SUFFIX)) continue;
+      const path = join(this.dir, dirent.name);
+      if (this.#ownTemps.has(path)) continue;
+      try {
+        const { mtimeMs } = await stat(path);
+        // Older than this store means a crashed predecessor; otherwise give a live writer time.
+        if (mtimeMs < this.#startedAt || Date.now() - mtimeMs > ORPHAN_AGE_MS) {
+          await unlink(path);
+          removed++;
+        }
+      } catch (error) {
+        if (!isCode(error, "ENOENT")) throw error;
+      }
+    }
+    return removed;
+  }
+
+  async secret(): Promise<string> {
+    await this.#ensureDir();
+    const path = join(this.dir, SECRET_FILE);
+    try {
+      return (await readFile(path, "utf8")).trim();
+    } catch (error) {
+      if (!isCode(error, "ENOENT")) throw error;
+    }
+    const secret = randomBytes(48).toString("base64url");
+    try {
+      await writeFile(path, `${secret}\n`, { mode: 0o600, flag: "wx" });
+      return secret;
+    } catch (error) {
+      // Another process made it first: use theirs.
+      if (isCode(error, "EEXIST")) return (await readFile(path, "utf8")).trim();
+      throw error;
+    }
+  }
+
+  describe(): string {
+    return this.dir;
+  }
+
+  #path(id: string): string {
+    // Defence in depth: the session layer has checked already, but no other string may become a path.
+    if (!isUuidV4(id)) throw new TypeError("persist-session: FileStore was given an id that is not a UUIDv4.");
+    return join(this.dir, id);
+  }
+
+  #ensureDir(): Promise<void> {
+    this.#ready ??= (async () => {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      const { mode } = await stat(this.dir);
+      if ((mode & 0o077) !== 0) {
+        process.emitWarning(
+          `persist-session: the store directory ${this.dir} is readable by other users (mode ${(mode & 0o777).toString(8)}). ` +
+            "Run `chmod 700` on it; session records are private.",
+        );
+      }
+    })().catch((error: unknown) => {
+      this.#ready = undefined;
+      throw error;
+    });
+    return this.#ready;
+  }
+
+  async #syncDir(): Promise<void> {
+    const handle = await open(this.dir, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+function parseRecordFile(text: string): StoredRecord {
+  const newline = text.indexOf("\n");
+  if (newline === -1) throw new CorruptRecordError(text.length === 0 ? "empty file" : "no header line");
+  let header: unknown;
+  try {
+    header = JSON.parse(text.slice(0, newline));
+  } catch {
+    throw new CorruptRecordError("unreadable header");
+  }
+  if (!isStoredRecordHeader(header) || (header as { v?: unknown }).v !== HEADER_VERSION) {
+    throw new CorruptRecordError("header of an unknown shape");
+  }
+  const data = text.slice(newline + 1);
+  if (data === "") throw new CorruptRecordError("no data after the header");
+  const { key, version, updatedAt, expires } = header;
+  return { key, version, updatedAt, expires, data };
+}
+
+function isCode(error: unknown, code: string): boolean {
+  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === code;
+}
+

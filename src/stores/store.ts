@@ -1,0 +1,119 @@
+import type { RecordChange } from "../change-feed.js";
+
+/**
+ * The contract between persist-session and a storage backend. Small on purpose:
+ * the library does the locking, expiry and serialization; a store moves opaque
+ * records by id. Ids reaching a store have passed the strict UUIDv4 check.
+ */
+
+/** One stored state. `data` is devalue text the store never interprets. */
+export interface StoredRecord {
+  /** The `@persist` key the record belongs to; a record read under another key is quarantined. */
+  readonly key: string;
+  /** Increases by one on every write of the record. */
+  readonly version: number;
+  /** Milliseconds since the epoch of the write. */
+  readonly updatedAt: number;
+  /** Milliseconds since the epoch after which the record counts as missing. */
+  readonly expires: number;
+  readonly data: string;
+}
+
+/**
+ * A storage backend. Every method may reject; a rejection fails the request
+ * (500 or, for {@link StoreUnavailableError}, 503), it never becomes fresh state.
+ */
+export interface SessionStore {
+  /**
+   * The record, or `undefined` when there is none. Throws {@link CorruptRecordError}
+   * when what is stored cannot be a record: the library then quarantines it.
+   */
+  get(id: string): Promise<StoredRecord | undefined>;
+  /**
+   * Replaces the record atomically: a reader sees the old record or the new one, never a mix.
+   * With `lease` (stores that implement {@link lease}), the write is fenced: it is
+   * applied only while the lease still holds, else it rejects with {@link LeaseLostError}.
+   * Without one, the record is new (just minted) and no other process knows its id.
+   */
+  set(id: string, record: StoredRecord, lease?: Lease): Promise<void>;
+  /** Removes the record; removing a missing record succeeds. Fenced by `lease` as {@link set} is. */
+  delete(id: string, lease?: Lease): Promise<void>;
+  /** Moves an unreadable record aside so a person can inspect it; never deletes it. Fenced by `lease` as {@link set} is. */
+  quarantine?(id: string, reason: string, lease?: Lease): Promise<void>;
+  /**
+   * Takes the exclusive use of a record across processes, or `undefined` when
+   * another process holds it (the library retries with backoff until its
+   * `lockTimeout`, then answers 503). The library takes it before reading a
+   * record, keeps it while requests of this process use the record or writes of
+   * it are queued, and releases it once the record is idle. The store keeps the
+   * lease alive while it is held and lets it expire when its holder dies.
+   */
+  lease?(id: string): Promise<Lease | undefined>;
+  /** Ids whose stored expiry may be before `now`; the library re-checks each under its lock before deleting. */
+  expiredIds?(now: number): AsyncIterable<string>;
+  /** Removes what an interrupted write left behind. */
+  removeOrphans?(): Promise<number>;
+  /** A secret kept with the data, generated once, for apps that pass none. */
+  secret?(): Promise<string>;
+  /** Where the records live, for logs and the demo. */
+  describe?(): string;
+  /**
+   * Tells `listener` about records written by other processes (Redis pub/sub),
+   * for live sync; returns the function that stops listening. Stores that only
+   * serve one process leave it out: the library sees its own writes.
+   */
+  watch?(listener: (change: RecordChange) => void): () => void;
+  /** Releases timers and connections. */
+  close?(): Promise<void>;
+  /**
+   * `true` when other processes write the same records (Redis). The library then
+   * re-reads the record on every request instead of trusting its in-process copy,
+   * except while it holds the record's {@link lease} since its last read.
+   */
+  readonly shared?: boolean;
+}
+
+/** Exclusive use of one record across processes, from {@link SessionStore.lease}. */
+export interface Lease {
+  /**
+   * Whether this process still holds the lease as far as it can tell. A lease
+   * can be lost without this process noticing at once (it was paused past the
+   * lease time), which is why the store also fences each write.
+   */
+  readonly held: boolean;
+  /** Gives the lease up; it rejects only when the store cannot be reached, and the lease then expires by itself. */
+  release(): Promise<void>;
+}
+
+/** What a store throws from `get` when the stored bytes cannot be a record. */
+export class CorruptRecordError extends Error {
+  override readonly name = "CorruptRecordError";
+}
+
+/** What a store throws when its backend cannot be reached; the request gets a 503. */
+export class StoreUnavailableError extends Error {
+  // Typed `string` so subclasses (LeaseLostError) can name themselves.
+  override readonly name: string = "StoreUnavailableError";
+}
+
+/**
+ * What a store throws when a write is refused because its lease was lost (the
+ * holder was paused or cut off past the lease time and another process may have
+ * written since). Nothing was written; the request gets a 503 and a retry
+ * starts from the newer state.
+ */
+export class LeaseLostError extends StoreUnavailableError {
+  override readonly name = "LeaseLostError";
+}
+
+/** Checks the fields of a record read back from storage. */
+export function isStoredRecordHeader(value: unknown): value is Omit<StoredRecord, "data"> {
+  if (typeof value !== "object" || value === null) return false;
+  const { key, version, updatedAt, expires } = value as Record<string, unknown>;
+  return (
+    typeof key === "string" &&
+    Number.isSafeInteger(version) &&
+    Number.isFinite(updatedAt) &&
+    Number.isFinite(expires)
+  );
+}
