@@ -1,0 +1,435 @@
+import { createHash, randomBytes } from "node:crypto";
+import { CorruptRecordError, isStoredRecordHeader, LeaseLostError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
+
+/**
+ * The one method RedisStore calls on a client: send a command, get its reply.
+ * A connected node-redis client (`createClient()`, v4 or later) fits as it is,
+ * so this package never imports `redis` itself.
+ *
+ * For ioredis, pass a two-line adapter:
+ * ```ts
+ * const redis = new Redis(process.env.REDIS_URL!);
+ * const client = {
+ *   sendCommand: ([command, ...args]: string[]) => redis.call(command!, ...args),
+ *   get isReady() { return redis.status === "ready"; },
+ * };
+ * ```
+ */
+export interface RedisClientLike {
+  /** Sends one command, like `["GET", key]`, and resolves with Redis's reply. */
+  sendCommand(args: string[]): Promise<unknown>;
+  /**
+   * `false` while the client is disconnected. RedisStore then fails the request
+   * at once (503) instead of letting the client queue the command until Redis
+   * is back. Clients without it rely on `commandTimeout` alone.
+   */
+  readonly isReady?: boolean;
+}
+
+/** Options of {@link RedisStore}. */
+export interface RedisStoreOptions {
+  /**
+   * A connected node-redis client (see {@link RedisClientLike} for ioredis).
+   * The app owns it: give it an `error` listener (node-redis throws unhandled
+   * `error` events) and quit it after `sessions.close()`.
+   */
+  client: RedisClientLike;
+  /**
+   * Start of every key: records are `<prefix><id>`, leases `<prefix>lease:<id>`,
+   * set-aside records `<prefix>quarantine:<id>:<ms>`, the generated secret `<prefix>secret`.
+   * @default "persist-session:"
+   */
+  prefix?: string;
+  /**
+   * Milliseconds a process's lease on a record lasts without renewal. It is
+   * renewed every third of this while held, so only a dead, paused or cut-off
+   * holder loses it; that is also the longest such a holder blocks its browser's
+   * requests. Keep it below `lockTimeout` so they then wait instead of failing.
+   * @default 5000
+   */
+  leaseTime?: number;
+  /**
+   * Milliseconds to wait for any one reply. A request whose command gets none
+   * in time fails with a 503 instead of hanging while Redis is unreachable.
+   * @default 2000
+   */
+  commandTimeout?: number;
+  /**
+   * Seconds a set-aside (unreadable) record is kept for inspection before Redis expires it.
+   * @default 604800 (7 days)
+   */
+  quarantineTtl?: number;
+}
+
+const DEFAULT_PREFIX = "persist-session:";
+const DEFAULT_LEASE_TIME_MS = 5000;
+const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
+const DEFAULT_QUARANTINE_TTL_SECONDS = 7 * 24 * 60 * 60;
+const HEADER_VERSION = 1;
+/** Reply codes that mean "not now" rather than "wrong": the request gets a 503, as when Redis is down. */
+const UNAVAILABLE_CODES = new Set(["LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "OOM"]);
+
+interface Script {
+  readonly source: string;
+  readonly sha: string;
+}
+
+function script(source: string): Script {
+  return { source, sha: createHash("sha1").update(source).digest("hex") };
+}
+
+// The fence: a write applies only while the writer's token still holds the
+// lease, checked and applied in one script so nothing can come between.
+// No token means a just-minted record no other process can know.
+const WRITE = script(`
+if ARGV[1] ~= "" and redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
+else
+  redis.call("DEL", KEYS[1])
+end
+return 1`);
+
+const QUARANTINE = script(`
+if ARGV[1] ~= "" and redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  redis.call("RENAME", KEYS[1], KEYS[3])
+  redis.call("PEXPIRE", KEYS[3], ARGV[2])
+end
+return 1`);
+
+const RENEW = script(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+return 0`);
+
+const RELEASE = script(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0`);
+
+/**
+ * Records in Redis, shared by every process and machine of the app: each
+ * record is one string key written by one command, so a reader never sees a
+ * torn one, and Redis's own expiry (`PX`, renewed by every write) removes it
+ * when it is not used for `ttl`. Two processes never hold one record at once:
+ * each takes a lease (`SET NX PX` with a random token) before reading it, and
+ * every write is fenced by that token, so a holder that stalled past its lease
+ * has its late write refused instead of overwriting newer state.
+ *
+ * Single Redis or a primary with replicas (Sentinel); not Redis Cluster.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "redis";
+ * import { RedisStore } from "persist-session/redis";
+ *
+ * const client = createClient({ url: process.env.REDIS_URL });
+ * client.on("error", (error) => console.error("redis:", error.message));
+ * await client.connect();
+ * const sessions = persistSession({ secret, store: new RedisStore({ client }) });
+ * ```
+ */
+export class RedisStore implements SessionStore {
+  readonly shared = true;
+  readonly prefix: string;
+  // TS-private, not #private: apps wrap stores with Object.create(store) to
+  // count or log calls, and #private fields are not reachable through a wrapper.
+  private readonly redis: RedisCommands;
+  private readonly leaseTime: number;
+  private readonly quarantineTtl: number;
+  private readonly leases = new Set<RedisLease>();
+
+  constructor(options: RedisStoreOptions) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("persist-session: RedisStore expects an options object. Pass { client } with a connected node-redis client.");
+    }
+    const { client, prefix = DEFAULT_PREFIX } = options;
+    if (typeof client !== "object" || client === null || typeof client.sendCommand !== "function") {
+      throw new TypeError(
+        `persist-session: option client is invalid: ${client === null ? "null" : typeof client}. Pass a connected node-redis client (await createClient().connect()).`,
+      );
+    }
+    if (typeof prefix !== "string") {
+      throw new TypeError(`persist-session: option prefix is invalid: ${String(prefix)}. Use a string such as "persist-session:".`);
+    }
+    this.prefix = prefix;
+    this.leaseTime = positive("leaseTime", options.leaseTime, DEFAULT_LEASE_TIME_MS);
+    this.quarantineTtl = positive("quarantineTtl", options.quarantineTtl, DEFAULT_QUARANTINE_TTL_SECONDS);
+    this.redis = new RedisCommands(client, positive("commandTimeout", options.commandTimeout, DEFAULT_COMMAND_TIMEOUT_MS));
+  }
+
+  async get(id: string): Promise<StoredRecord | undefined> {
+    let reply: unknown;
+    try {
+      reply = await this.redis.send(["GET", this.recordKey(id)]);
+    } catch (error) {
+      // Something else under our prefix (a hash, a list): set it aside like any unreadable record.
+      if (error instanceof RedisReplyError && error.code === "WRONGTYPE") throw new CorruptRecordError("not a string value");
+      throw error;
+    }
+    if (reply === null || reply === undefined) return undefined;
+    return parseRecordText(typeof reply === "string" ? reply : Buffer.isBuffer(reply) ? reply.toString("utf8") : "");
+  }
+
+  async set(id: string, record: StoredRecord, lease?: Lease): Promise<void> {
+    const { key, version, updatedAt, expires, data } = record;
+    const text = `${JSON.stringify({ v: HEADER_VERSION, key, version, updatedAt, expires })}\n${data}`;
+    // An expiry already past deletes: Redis refuses a PX of 0 or less, and such a record counts as missing anyway.
+    const ttl = Math.ceil(expires - Date.now());
+    await this.fenced(WRITE, id, lease, [], [text, String(Math.max(ttl, 0))]);
+  }
+
+  async delete(id: string, lease?: Lease): Promise<void> {
+    await this.fenced(WRITE, id, lease, [], ["", "0"]);
+  }
+
+  /** Renames the record to `<prefix>quarantine:<id>:<ms>`, kept for `quarantineTtl` seconds. */
+  async quarantine(id: string, _reason: string, lease?: Lease): Promise<void> {
+    await this.fenced(QUARANTINE, id, lease, [`${this.prefix}quarantine:${id}:${Date.now()}`], [String(this.quarantineTtl * 1000)]);
+  }
+
+  async lease(id: string): Promise<Lease | undefined> {
+    const key = this.leaseKey(id);
+    const token = randomBytes(16).toString("base64url");
+    const startedAt = Date.now();
+    let reply: unknown;
+    try {
+      reply = await this.redis.send(["SET", key, token, "NX", "PX", String(this.leaseTime)]);
+    } catch (error) {
+      // The SET may still reach Redis after we gave up on it: queue a release behind it on the same connection.
+      this.redis.script(RELEASE, [key], [token]).catch(() => undefined);
+      throw error;
+    }
+    if (reply === null || reply === undefined) return undefined;
+    const lease = new RedisLease(this.redis, key, token, this.leaseTime, startedAt, () => this.leases.delete(lease));
+    this.leases.add(lease);
+    return lease;
+  }
+
+  async secret(): Promise<string> {
+    const key = `${this.prefix}secret`;
+    // NX: the first process to start generates it; every other one reads that one.
+    await this.redis.send(["SET", key, randomBytes(48).toString("base64url"), "NX"]);
+    const secret = await this.redis.send(["GET", key]);
+    if (typeof secret !== "string" || secret.length < 32) {
+      throw new Error(`persist-session: the generated secret in Redis key ${key} is missing or too short. Delete the key, or pass \`secret\` to persistSession().`);
+    }
+    return secret;
+  }
+
+  describe(): string {
+    return `redis ${this.prefix}*`;
+  }
+
+  /** Releases the leases this store still holds. The client stays open: the app owns it. */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.leases].map((lease) => lease.release()));
+  }
+
+  private recordKey(id: string): string {
+    return `${this.prefix}${id}`;
+  }
+
+  private leaseKey(id: string): string {
+    return `${this.prefix}lease:${id}`;
+  }
+
+  /** Runs a record script guarded by `lease`'s token; throws {@link LeaseLostError} when the script refused. */
+  private async fenced(code: Script, id: string, lease: Lease | undefined, extraKeys: string[], args: string[]): Promise<void> {
+    if (lease !== undefined && !(lease instanceof RedisLease && lease.key === this.leaseKey(id))) {
+      throw new TypeError(`persist-session: RedisStore was given a lease it did not issue for record ${id}. Pass the lease from this store's lease(id).`);
+    }
+    const fence = lease as RedisLease | undefined;
+    const applied = await this.redis.script(code, [this.recordKey(id), this.leaseKey(id), ...extraKeys], [fence?.token ?? "", ...args]);
+    if (applied === 1) return;
+    fence?.lose();
+    throw new LeaseLostError(
+      `persist-session: a write of record ${id} was refused because this process no longer held its lease (it was paused or cut off from Redis for over ${this.leaseTime} ms, or Redis restarted without its data), so another process may have written since; nothing was written. ` +
+        "Retry the request; if pauses this long are expected, raise RedisStore's leaseTime option.",
+    );
+  }
+}
+
+/** A lease on one record: renewed on a timer while held, so only a holder that stops running loses it. */
+class RedisLease implements Lease {
+  #state: "held" | "lost" | "released" = "held";
+  #validUntil: number;
+  #renewing = false;
+  #released: Promise<void> | undefined;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly redis: RedisCommands,
+    readonly key: string,
+    readonly token: string,
+    private readonly leaseTime: number,
+    startedAt: number,
+    private readonly onEnd: () => void,
+  ) {
+    this.#validUntil = validUntil(startedAt, leaseTime);
+    this.#timer = setInterval(() => void this.#renew(), leaseTime / 3).unref();
+  }
+
+  get held(): boolean {
+    // A process paused past the lease (SIGSTOP, a long GC) sees the clock jump here before any renewal can run.
+    return this.#state === "held" && Date.now() < this.#validUntil;
+  }
+
+  lose(): void {
+    if (this.#state !== "held") return;
+    this.#state = "lost";
+    this.#end();
+  }
+
+  release(): Promise<void> {
+    this.#released ??= (async () => {
+      const wasHeld = this.#state === "held";
+      this.#state = "released";
+      this.#end();
+      if (wasHeld) await this.redis.script(RELEASE, [this.key], [this.token]);
+    })();
+    return this.#released;
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#state !== "held" || this.#renewing) return;
+    this.#renewing = true;
+    const startedAt = Date.now();
+    try {
+      const renewed = await this.redis.script(RENEW, [this.key], [this.token, String(this.leaseTime)]);
+      if (this.#state !== "held") return;
+      if (renewed === 1) this.#validUntil = validUntil(startedAt, this.leaseTime);
+      else this.lose();
+    } catch {
+      // Redis unreachable: `held` turns false when the lease runs out, and writes under it are refused.
+    } finally {
+      this.#renewing = false;
+    }
+  }
+
+  #end(): void {
+    clearInterval(this.#timer);
+    this.onEnd();
+  }
+}
+
+/** When a lease taken or renewed at `startedAt` surely still holds: minus a margin for clock drift (as Redlock does). */
+function validUntil(startedAt: number, leaseTime: number): number {
+  return startedAt + leaseTime - Math.ceil(leaseTime * 0.01) - 2;
+}
+
+/** A Redis error reply, like `WRONGTYPE Operation against a key…`; failures to reach Redis are {@link StoreUnavailableError}s. */
+class RedisReplyError extends Error {
+  override readonly name = "RedisReplyError";
+  constructor(
+    readonly code: string,
+    message: string,
+    options: { cause: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Sends commands with the guards every call needs: fail fast while disconnected, never wait past the timeout. */
+class RedisCommands {
+  constructor(
+    private readonly client: RedisClientLike,
+    private readonly timeout: number,
+  ) {}
+
+  send(args: string[]): Promise<unknown> {
+    return this.#guard(() => this.client.sendCommand(args));
+  }
+
+  /** EVALSHA, falling back to EVAL when Redis has not seen the script (first use, or after a restart). */
+  script(code: Script, keys: string[], args: string[]): Promise<unknown> {
+    const tail = [String(keys.length), ...keys, ...args];
+    return this.#guard(() =>
+      this.client.sendCommand(["EVALSHA", code.sha, ...tail]).catch((error: unknown) => {
+        if (replyCode(error) !== "NOSCRIPT") throw error;
+        return this.client.sendCommand(["EVAL", code.source, ...tail]);
+      }),
+    );
+  }
+
+  #guard(run: () => Promise<unknown>): Promise<unknown> {
+    // node-redis queues commands while reconnecting; a request must not wait for that.
+    if (this.client.isReady === false) {
+      return Promise.reject(
+        new StoreUnavailableError("persist-session: Redis is not connected. Check that the server is running and reachable; the client reconnects by itself and requests succeed again once it has."),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(
+          new StoreUnavailableError(
+            `persist-session: Redis did not answer within ${this.timeout} ms. Check the server and the network, or raise RedisStore's commandTimeout option.`,
+          ),
+        );
+      }, this.timeout);
+      let reply: Promise<unknown>;
+      try {
+        reply = run();
+      } catch (error) {
+        reply = Promise.reject(error);
+      }
+      // Settles after a timeout too; the handlers keep that late result from becoming an unhandled rejection.
+      reply.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(storeError(error));
+        },
+      );
+    });
+  }
+}
+
+/** The code of a Redis error reply (`WRONGTYPE`, `NOSCRIPT`, …), or `undefined` for any other failure. */
+function replyCode(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  // node-redis's ErrorReply and ioredis's ReplyError carry the server's text, which starts with its code.
+  if (!/Reply|SimpleError|BlobError/.test(error.constructor.name) && !/Reply/.test(error.name)) return undefined;
+  return /^([A-Z]+)\b/.exec(error.message)?.[1];
+}
+
+function storeError(error: unknown): Error {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = replyCode(error);
+  if (code !== undefined && !UNAVAILABLE_CODES.has(code)) {
+    return new RedisReplyError(code, `persist-session: Redis refused a command: ${message}. Check the server's configuration and that nothing else writes under the store's prefix.`, {
+      cause: error,
+    });
+  }
+  return new StoreUnavailableError(`persist-session: Redis failed: ${message}. Check that the server is running and reachable; requests succeed again once it is.`, {
+    cause: error,
+  });
+}
+
+function parseRecordText(text: string): StoredRecord {
+  const newline = text.indexOf("\n");
+  if (newline === -1) throw new CorruptRecordError(text.length === 0 ? "empty value" : "no header line");
+  let header: unknown;
+  try {
+    header = JSON.parse(text.slice(0, newline));
+  } catch {
+    throw new CorruptRecordError("unreadable header");
+  }
+  if (!isStoredRecordHeader(header) || (header as { v?: unknown }).v !== HEADER_VERSION) {
+    throw new CorruptRecordError("header of an unknown shape");
+  }
+  const data = text.slice(newline + 1);
+  if (data === "") throw new CorruptRecordError("no data after the header");
+  const { key, version, updatedAt, expires } = header;
+  return { key, version, updatedAt, expires, data };
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new TypeError(`persist-session: option ${name} is invalid: ${String(value)}. Use a positive number.`);
+  }
+  return value;
+}
