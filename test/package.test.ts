@@ -1,0 +1,66 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+// By name, as users import it: resolved through package.json "exports" to the built dist/.
+import * as api from "persist-session";
+import { persist, persistSession, MemoryStore } from "persist-session";
+
+describe("the published package", () => {
+  it("exports exactly the public API", () => {
+    expect(Object.keys(api).sort()).toEqual(
+      [
+        "CorruptRecordError",
+        "FileStore",
+        "MemoryStore",
+        "RecordTooLargeError",
+        "StoreUnavailableError",
+        "UnpersistableValueError",
+        "clearCookieState",
+        "inspectState",
+        "persist",
+        "persistSession",
+      ].sort(),
+    );
+  });
+
+  it("resolves to built JavaScript with type declarations", () => {
+    const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      exports: Record<string, { types: string; default: string }>;
+    };
+    const root = manifest.exports["."]!;
+    expect(root.default).toMatch(/^\.\/dist\/.*\.js$/);
+    expect(root.types).toMatch(/^\.\/dist\/.*\.d\.ts$/);
+    expect(import.meta.resolve("persist-session")).toMatch(/\/dist\/index\.js$/);
+  });
+
+  it("serves state through the built code", async () => {
+    const Counter = persist("package-counter")(
+      class Counter {
+        count = 0;
+      },
+    );
+    const sessions = persistSession({ secret: "p".repeat(32), store: new MemoryStore(), sweepInterval: 0 });
+    const handler = sessions.fetch(async () => {
+      const counter = new Counter();
+      counter.count += 1;
+      return new Response(String(counter.count));
+    });
+    const first = await handler(new Request("http://localhost/"));
+    const cookie = first.headers.getSetCookie()[0]!.split(";")[0]!;
+    const second = await handler(new Request("http://localhost/", { headers: { cookie } }));
+    expect(await second.text()).toBe("2");
+    await sessions.close();
+  });
+
+  it("packs only what users need", () => {
+    const [pack] = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: new URL("..", import.meta.url), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })) as Array<{
+      files: Array<{ path: string }>;
+    }>;
+    const paths = pack!.files.map((file) => file.path);
+    expect(paths).toContain("dist/index.js");
+    expect(paths).toContain("dist/index.d.ts");
+    expect(paths).toContain("README.md");
+    expect(paths).toContain("LICENSE");
+    expect(paths.filter((path) => !/^(dist\/.*\.(js|d\.ts)|package\.json|README\.md|LICENSE)$/.test(path))).toEqual([]);
+  });
+});
