@@ -1,0 +1,60 @@
+// The demo's persisted state, and the only code that changes it.
+//
+// Node runs this file as plain JavaScript, which has no decorator syntax yet, so
+// the decorator is applied as a function: `persist(key)(class …)` is what
+// `@persist(key) class …` compiles to.
+import { randomUUID } from "node:crypto";
+import { persist } from "persist-session";
+
+export const MAX_TODO_LENGTH = 200;
+export const MAX_TODOS = 100;
+
+/** One browser's counter and todo list; `new AppState()` inside a request returns that browser's copy. */
+export const AppState = persist("app-state")(
+  class AppState {
+    count = 0;
+    /** @type {Array<{ id: string, text: string, done: boolean }>} */
+    todos = [];
+  },
+);
+
+/**
+ * Why a change was refused; the page turns the code into a sentence.
+ * The codes travel in the redirect's query string, so never put user text in them.
+ */
+export class Refusal extends Error {
+  /** @param {"empty" | "too-long" | "too-many" | "not-found"} code */
+  constructor(code) {
+    super(code);
+    this.code = code;
+  }
+}
+
+/** @param {InstanceType<typeof AppState>} state @param {1 | -1} step */
+export function bump(state, step) {
+  state.count += step;
+}
+
+/** @param {InstanceType<typeof AppState>} state @param {unknown} input */
+export function addTodo(state, input) {
+  const text = typeof input === "string" ? input.replace(/\s+/g, " ").trim() : "";
+  if (text === "") throw new Refusal("empty");
+  // Count characters as a person does (code points), not UTF-16 units.
+  if ([...text].length > MAX_TODO_LENGTH) throw new Refusal("too-long");
+  if (state.todos.length >= MAX_TODOS) throw new Refusal("too-many");
+  state.todos.push({ id: randomUUID().slice(0, 8), text, done: false });
+}
+
+/** @param {InstanceType<typeof AppState>} state @param {unknown} id */
+export function toggleTodo(state, id) {
+  const todo = state.todos.find((item) => item.id === id);
+  if (todo === undefined) throw new Refusal("not-found");
+  todo.done = !todo.done;
+}
+
+/** @param {InstanceType<typeof AppState>} state @param {unknown} id */
+export function removeTodo(state, id) {
+  const index = state.todos.findIndex((item) => item.id === id);
+  if (index === -1) throw new Refusal("not-found");
+  state.todos.splice(index, 1);
+}
