@@ -1,0 +1,66 @@
+// A/B comparison of two builds of the library, interleaved round by round so that other
+// work on the machine hits both alike. Used to judge a change that the profile suggested.
+//
+//   node bench/ab.mjs snapshot NAME          copies the current package.json + dist to bench/.data/ab/NAME
+//   node bench/ab.mjs compare A B [variant …]  default variants: ps-memory-http ps-file-http
+//   BENCH_ROUNDS (default 4), BENCH_DURATION (default 10)
+import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
+import { DATA_DIR, ROOT_DIR, formatNumber, markdownTable, median } from "./lib.mjs";
+import { measure } from "./measure.mjs";
+
+const AB_DIR = join(DATA_DIR, "ab");
+const [command, ...rest] = process.argv.slice(2);
+
+if (command === "snapshot") {
+  const target = join(AB_DIR, rest[0]);
+  rmSync(target, { recursive: true, force: true });
+  mkdirSync(target, { recursive: true });
+  cpSync(join(ROOT_DIR, "dist"), join(target, "dist"), { recursive: true });
+  cpSync(join(ROOT_DIR, "package.json"), join(target, "package.json"));
+  // The library's own dependencies (cookie, devalue, uuid), not the bench's copies.
+  symlinkSync(join(ROOT_DIR, "node_modules"), join(target, "node_modules"));
+  console.log(`snapshot of dist in ${target}`);
+} else if (command === "compare") {
+  const [a, b, ...variantIds] = rest;
+  const libraries = [a, b].map((name) => join(AB_DIR, name));
+  for (const library of libraries) if (!existsSync(library)) throw new Error(`no snapshot ${library}; run "snapshot" first`);
+  const variants = (variantIds.length > 0 ? variantIds : ["ps-memory-http", "ps-file-http"]).map((id) => ({ id }));
+  const scenarios = (process.env.BENCH_SCENARIOS ?? "hot,new").split(",").map((id) => ({ id }));
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
+  const results = new Map();
+  for (let round = 1; round <= rounds; round++) {
+    for (const variant of variants) {
+      for (const scenario of scenarios) {
+        const order = round % 2 === 1 ? libraries : [...libraries].reverse();
+        for (const library of order) {
+          const result = await measure(variant, scenario, round, { library });
+          const key = `${variant.id} ${scenario.id} ${library}`;
+          results.set(key, [...(results.get(key) ?? []), result]);
+          console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
+        }
+      }
+    }
+  }
+  const rows = [];
+  for (const variant of variants) {
+    for (const scenario of scenarios) {
+      const [ra, rb] = libraries.map((library) => results.get(`${variant.id} ${scenario.id} ${library}`));
+      const ma = median(ra.map((r) => r.rps));
+      const mb = median(rb.map((r) => r.rps));
+      rows.push([
+        `${variant.id} ${scenario.id}`,
+        formatNumber(ma),
+        formatNumber(mb),
+        `${((mb / ma - 1) * 100).toFixed(1)}%`,
+        `${median(ra.map((r) => r.p50)).toFixed(2)} → ${median(rb.map((r) => r.p50)).toFixed(2)}`,
+        ra.map((r, i) => `${formatNumber(r.rps)}/${formatNumber(rb[i].rps)}`).join(" "),
+      ]);
+    }
+  }
+  rmSync(join(DATA_DIR, `run-${process.pid}`), { recursive: true, force: true });
+  console.log(`\n${markdownTable(["variant scenario", `${a} req/s`, `${b} req/s`, "change", "p50 ms", "per round (a/b)"], rows)}\n`);
+} else {
+  console.error("usage: node bench/ab.mjs snapshot NAME | compare A B [variant …]");
+  process.exit(2);
+}

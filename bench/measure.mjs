@@ -1,0 +1,96 @@
+// Measuring one HTTP variant: a fresh server child, warm-up, autocannon, lost-update check.
+import { rmSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
+import { BENCH_DIR, DATA_DIR, cookieFrom, get, percentile, sleep, startChild } from "./lib.mjs";
+
+export const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+export const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+export const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+
+/** Runs autocannon and collects every response time itself: autocannon's histograms keep whole milliseconds. */
+export async function load(port, { duration, cookie, path = "/" }) {
+  const { default: autocannon } = await import("autocannon");
+  const latencies = [];
+  const result = await new Promise((resolve, reject) => {
+    const instance = autocannon(
+      {
+        url: `http://127.0.0.1:${port}${path}`,
+        connections: CONNECTIONS,
+        duration,
+        headers: cookie ? { cookie } : {},
+      },
+      (error, value) => (error ? reject(error) : resolve(value)),
+    );
+    instance.on("response", (client, statusCode, bytes, responseTime) => latencies.push(responseTime));
+  });
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    rps: result.requests.average,
+    total: result.requests.total,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    failed: result.non2xx + result.errors + result.timeouts,
+  };
+}
+
+async function deleteRedisKeys(prefix) {
+  const { createClient } = await import("redis");
+  const client = createClient({ url: REDIS_URL });
+  client.on("error", () => undefined);
+  await client.connect();
+  try {
+    let keys = [];
+    for await (const batch of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+      keys = keys.concat(batch);
+      if (keys.length >= 1000) {
+        await client.unlink(keys);
+        keys = [];
+      }
+    }
+    if (keys.length > 0) await client.unlink(keys);
+  } finally {
+    await client.quit();
+  }
+}
+
+/** One variant × scenario × round, in a fresh child process with fresh data. */
+export async function measure(variant, scenario, round, { library } = {}) {
+  const tag = `${variant.id}-${scenario.id}-r${round}${library ? `-${library.split("/").pop()}` : ""}`;
+  const dataDir = join(DATA_DIR, `run-${process.pid}`, tag);
+  const redisPrefix = `persist-session-bench:${process.pid}:${tag}:`;
+  const server = startChild(join(BENCH_DIR, "server.mjs"), [variant.id, dataDir], {
+    env: { BENCH_REDIS_PREFIX: redisPrefix, ...(library ? { BENCH_LIBRARY: library } : {}) },
+  });
+  try {
+    const port = await server.ready;
+    let cookie;
+    if (scenario.id === "hot") {
+      const first = await get(port, "/");
+      if (first.status !== 200) throw new Error(`${tag}: the first request answered ${first.status}`);
+      cookie = cookieFrom(first.headers);
+    }
+    if (WARMUP > 0) await load(port, { duration: WARMUP, cookie });
+    await sleep(100);
+    const before = cookie !== undefined ? Number((await get(port, "/read", { cookie })).body) : undefined;
+    await get(port, "/__calls?reset");
+    const result = await load(port, { duration: DURATION, cookie });
+    // Let responses that autocannon stopped waiting for finish their writes before reading back.
+    await sleep(250);
+    const calls = Number((await get(port, "/__calls")).body);
+    if (cookie !== undefined) {
+      const after = Number((await get(port, "/read", { cookie })).body);
+      result.lost = calls - (after - before);
+    }
+    result.calls = calls;
+    // Other work on this machine skews a run: keep the load average beside it.
+    result.loadavg = loadavg()[0];
+    return result;
+  } finally {
+    await server.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+    if (variant.redis) await deleteRedisKeys(redisPrefix).catch((error) => console.error(`bench: could not clean ${redisPrefix}*: ${error.message}`));
+  }
+}
+

@@ -1,0 +1,180 @@
+// Micro-benchmarks of the per-request costs. Hand loops timed with process.hrtime.bigint():
+// each sample times a batch of operations, and the reported figure is the median per
+// operation over many samples (robust to GC pauses and the odd context switch).
+//
+//   node bench/micro.mjs            (npm run bench -- micro builds first)
+//
+// The proxied writes run through the public API inside one fake request (sessions.fetch);
+// signing and restoring use the built modules by relative path, which is fine for a bench.
+import { randomUUID } from "node:crypto";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { FileStore, MemoryStore, persist, persistSession } from "persist-session";
+import { CookieSigner } from "../dist/cookie-signing.js";
+import { StateCodec } from "../dist/serialization.js";
+import { DATA_DIR, SECRET, formatNumber, markdownTable, median, writeResultsSection } from "./lib.mjs";
+
+let sink = 0;
+
+/**
+ * Median nanoseconds per operation: `samples` timed batches of `batch` calls of `op(i)`,
+ * after `warmup` untimed batches. `between()` runs untimed after each batch.
+ */
+async function measure({ op, batch, samples, warmup = Math.ceil(samples / 5), between }) {
+  const perOp = [];
+  for (let s = 0; s < warmup + samples; s++) {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < batch; i++) sink ^= op(i) ? 1 : 0;
+    const elapsed = Number(process.hrtime.bigint() - start);
+    if (s >= warmup) perOp.push(elapsed / batch);
+    if (between !== undefined) await between();
+  }
+  return { median: median(perOp), samples, batch };
+}
+
+async function measureAsync({ op, samples, warmup = Math.ceil(samples / 5) }) {
+  const times = [];
+  for (let s = 0; s < warmup + samples; s++) {
+    const start = process.hrtime.bigint();
+    sink ^= (await op(s)) ? 1 : 0;
+    const elapsed = Number(process.hrtime.bigint() - start);
+    if (s >= warmup) times.push(elapsed);
+  }
+  return { median: median(times), samples, batch: 1 };
+}
+
+class MicroState {
+  count = 0;
+  items = [];
+  todos = [];
+}
+const State = persist("bench-micro")(MicroState);
+
+/** Runs `body` inside one request of `sessions`, so `new State()` is the tracked instance. */
+async function insideRequest(sessions, body, headers = {}) {
+  let result;
+  const handler = sessions.fetch(async () => {
+    result = await body();
+    return new Response("ok");
+  });
+  const response = await handler(new Request("http://127.0.0.1/", { headers }));
+  await response.text();
+  if (response.status !== 200) throw new Error(`the fake request answered ${response.status}`);
+  return { result, response };
+}
+
+/** A state whose stored text is about `bytes` long: todo items with text, dates and tags. */
+function stateOfSize(codec, bytes) {
+  const todos = [];
+  const state = { count: 42, todos, prefs: { theme: "dark", tags: new Set(["a", "b"]) } };
+  const item = (i) => ({ id: i, text: `todo number ${i}: buy milk and call back`, done: i % 3 === 0, created: new Date(1_700_000_000_000 + i) });
+  // Grow in steps, measuring the serialized size, until it reaches the target.
+  let step = Math.max(1, Math.floor(bytes / 200));
+  while (codec.serialize(state, "MicroState").length < bytes) {
+    for (let i = 0; i < step; i++) todos.push(item(todos.length));
+    step = Math.max(1, Math.floor(step / 2));
+  }
+  return state;
+}
+
+export async function runMicro() {
+  const rows = [];
+  const add = (name, result, note = "") => {
+    rows.push({ name, ns: result.median, samples: result.samples, batch: result.batch, note });
+    console.log(`${name.padEnd(64)} ${formatNumber(result.median, 1).padStart(10)} ns   (${result.samples} × ${result.batch})`);
+  };
+
+  const sessions = persistSession({ secret: SECRET, store: new MemoryStore(), sweepInterval: 0 });
+
+  // Proxied writes, all in one request: the first change mints the record, later ones only mark it.
+  await insideRequest(sessions, async () => {
+    const s = new State();
+    s.count = 1;
+    const plain = { count: 0, items: [] };
+    add("plain top-level number write (baseline)", await measure({ op: (i) => (plain.count = i), batch: 10_000, samples: 2_000 }));
+    add("proxied top-level number write (s.count = i)", await measure({ op: (i) => (s.count = i), batch: 10_000, samples: 2_000 }));
+    add("proxied read-modify-write (s.count += 1)", await measure({ op: () => (s.count += 1), batch: 10_000, samples: 2_000 }));
+    add("plain nested push of a small object (baseline)", await measure({
+      op: (i) => plain.items.push({ id: i, text: "buy milk" }),
+      batch: 100,
+      samples: 5_000,
+      between: () => void (plain.items.length = 0),
+    }));
+    add("proxied nested push of a number (s.items.push(i))", await measure({
+      op: (i) => s.items.push(i),
+      batch: 100,
+      samples: 5_000,
+      between: () => void (s.items.length = 0),
+    }));
+    add("proxied nested push of a small object (s.todos.push({…}))", await measure({
+      op: (i) => s.todos.push({ id: i, text: "buy milk" }),
+      batch: 100,
+      samples: 5_000,
+      between: () => void (s.todos.length = 0),
+    }));
+  });
+
+  const signer = new CookieSigner([SECRET]);
+  const id = randomUUID();
+  const signed = signer.sign("app-state", id);
+  add("sign a cookie value (HMAC-SHA256 + base64url)", await measure({ op: () => signer.sign("app-state", id), batch: 100, samples: 2_000 }));
+  add("verify a cookie value (syntax + HMAC + timingSafeEqual)", await measure({ op: () => signer.verify("app-state", signed), batch: 100, samples: 2_000 }));
+
+  // Restoring: a record on disk read by FileStore.get and turned back into fields by the codec,
+  // then the whole request path (cookie check, lock, read, parse, new State()) via the public API.
+  const dir = join(DATA_DIR, `micro-${process.pid}`);
+  try {
+    const store = new FileStore({ dir });
+    const codec = new StateCodec();
+    for (const [label, bytes, samples] of [
+      ["10 KB", 10 * 1024, 2_000],
+      ["500 KB", 500 * 1024, 200],
+    ]) {
+      const state = stateOfSize(codec, bytes);
+      const data = codec.serialize(state, "MicroState");
+      const recordId = randomUUID();
+      const now = Date.now();
+      await store.set(recordId, { key: "bench-micro", version: 1, updatedAt: now, expires: now + 86_400_000, data });
+      const size = `${label} (${formatNumber(data.length)} B)`;
+      add(`serialize a ${size} state`, await measure({ op: () => codec.serialize(state, "MicroState").length, batch: 1, samples }));
+      add(`deserialize a ${size} record`, await measure({ op: () => codec.deserialize(data), batch: 1, samples }));
+      add(`restore a ${size} record: FileStore.get + deserialize`, await measureAsync({
+        op: async () => codec.deserialize((await store.get(recordId)).data),
+        samples,
+      }));
+      // cacheSize 0: every request reads the file again, as after a restart.
+      const cold = persistSession({ secret: SECRET, store, cacheSize: 0, sweepInterval: 0 });
+      const cookie = `bench-micro=${signer.sign("bench-micro", recordId)}`;
+      add(`restore a ${size} record: whole fake request, uncached`, await measureAsync({
+        op: async () => (await insideRequest(cold, () => new State().todos.length, { cookie })).result,
+        samples,
+      }));
+      await cold.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await sessions.close();
+
+  const write = rows.find((row) => row.name.startsWith("proxied top-level"));
+  const markdown = [
+    "## Micro-benchmarks",
+    "",
+    "Median per operation over many timed batches (`process.hrtime.bigint()`, hand loop in one process; samples × operations per sample). " +
+      "Proxied operations run inside one request through the public API (`sessions.fetch`, MemoryStore).",
+    "",
+    markdownTable(
+      ["operation", "median", "samples × batch"],
+      rows.map((row) => [row.name, row.ns >= 10_000 ? `${formatNumber(row.ns / 1000, 1)} µs` : `${formatNumber(row.ns, 1)} ns`, `${row.samples} × ${row.batch}`]),
+    ),
+    "",
+    `Target: a proxied top-level number write under 1 µs median — measured ${formatNumber(write.ns, 1)} ns: ${write.ns < 1000 ? "met" : "**missed**"}.`,
+  ].join("\n");
+  return { rows, markdown, sink };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { markdown } = await runMicro();
+  console.log(`\n${markdown}\n`);
+  writeResultsSection("micro", markdown);
+}

@@ -1,0 +1,178 @@
+// One benchmark server per child process: `node server.mjs <variant> <dataDir>`.
+// Every variant serves the same endpoint, "read a counter, add one, save":
+//   GET /        increments the session's counter and answers with it
+//   GET /read    answers with the counter without changing it
+//   GET /__calls how many times the incrementing handler ran (outside any session);
+//                `?reset` zeroes it. The runner compares it with the counter to count lost updates.
+// The child tells its parent the port over IPC, and stops on "stop" (or when the parent goes).
+import http from "node:http";
+import { mkdirSync } from "node:fs";
+
+const [variant, dataDir] = process.argv.slice(2);
+const SECRET = process.env.BENCH_SECRET ?? "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+const REDIS_PREFIX = process.env.BENCH_REDIS_PREFIX ?? `bench:${process.pid}:`;
+
+// Another build of the library (an A/B comparison, see ab.mjs); by default the working tree's.
+const LIBRARY = process.env.BENCH_LIBRARY;
+const importLibrary = (entry) =>
+  LIBRARY ? import(`${LIBRARY}/dist/${entry === "redis" ? "redis" : "index"}.js`) : import(entry === "redis" ? "persist-session/redis" : "persist-session");
+
+let calls = 0;
+const closers = [];
+
+function sendText(res, status, text) {
+  res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Answers /__calls; true when it did. */
+function serveCalls(req, res) {
+  if (!req.url.startsWith("/__calls")) return false;
+  const value = calls;
+  if (req.url.includes("reset")) calls = 0;
+  sendText(res, 200, String(value));
+  return true;
+}
+
+async function redisClient() {
+  const { createClient } = await import("redis");
+  const client = createClient({ url: REDIS_URL });
+  client.on("error", (error) => console.error("redis:", error.message));
+  await client.connect();
+  closers.push(() => client.quit());
+  return client;
+}
+
+async function persistSessions(storeKind) {
+  const { persist, persistSession, MemoryStore, FileStore } = await importLibrary("index");
+  class AppState {
+    count = 0;
+  }
+  const State = persist("app-state")(AppState);
+  let store;
+  if (storeKind === "memory") store = new MemoryStore();
+  else if (storeKind === "file") store = new FileStore({ dir: dataDir });
+  else {
+    const { RedisStore } = await importLibrary("redis");
+    store = new RedisStore({ client: await redisClient(), prefix: REDIS_PREFIX });
+  }
+  const sessions = persistSession({ secret: SECRET, store, logger: quietLogger() });
+  closers.push(() => sessions.close());
+  const increment = (req, res) => {
+    const s = new State();
+    s.count += 1;
+    calls++;
+    sendText(res, 200, String(s.count));
+  };
+  const read = (req, res) => sendText(res, 200, String(new State().count));
+  return { sessions, increment, read };
+}
+
+/** Errors still reach stderr; the bench counts non-2xx answers anyway. */
+function quietLogger() {
+  return { warn: () => undefined, error: (...args) => console.error(...args), info: () => undefined, debug: () => undefined };
+}
+
+function route(increment, read) {
+  return (req, res) => (req.url === "/read" ? read(req, res) : increment(req, res));
+}
+
+async function expressApp() {
+  const { default: express } = await import("express");
+  const app = express();
+  app.get("/__calls", (req, res) => serveCalls(req, res));
+  return app;
+}
+
+async function expressSession(storeKind) {
+  const { default: session } = await import("express-session");
+  let store;
+  if (storeKind === "memory") store = new session.MemoryStore();
+  else if (storeKind === "file") {
+    const { default: fileStore } = await import("session-file-store");
+    const FileStore = fileStore(session);
+    // Defaults otherwise (retries, ttl 3600 s, hourly reaping); its log line per retry is silenced.
+    store = new FileStore({ path: dataDir, logFn: () => undefined });
+  } else {
+    const { RedisStore } = await import("connect-redis");
+    store = new RedisStore({ client: await redisClient(), prefix: `${REDIS_PREFIX}sess:` });
+  }
+  const app = await expressApp();
+  app.use(session({ secret: SECRET, store, resave: false, saveUninitialized: false }));
+  app.get("/read", (req, res) => sendText(res, 200, String(req.session.count ?? 0)));
+  app.get("/", (req, res) => {
+    req.session.count = (req.session.count ?? 0) + 1;
+    calls++;
+    sendText(res, 200, String(req.session.count));
+  });
+  return app;
+}
+
+async function ironSession() {
+  const { getIronSession } = await import("iron-session");
+  const options = { password: SECRET, cookieName: "iron", cookieOptions: { secure: false } };
+  return async (req, res) => {
+    if (serveCalls(req, res)) return;
+    const session = await getIronSession(req, res, options);
+    if (req.url === "/read") return sendText(res, 200, String(session.count ?? 0));
+    session.count = (session.count ?? 0) + 1;
+    calls++;
+    await session.save();
+    sendText(res, 200, String(session.count));
+  };
+}
+
+async function createHandler() {
+  const [library, storeKind, framework] = variant.split("-");
+  if (variant === "bare-http") {
+    // The ceiling: no session at all, one counter in this process.
+    let count = 0;
+    return (req, res) => {
+      if (serveCalls(req, res)) return;
+      if (req.url === "/read") return sendText(res, 200, String(count));
+      count += 1;
+      calls++;
+      sendText(res, 200, String(count));
+    };
+  }
+  if (library === "ps") {
+    const { sessions, increment, read } = await persistSessions(storeKind);
+    if (framework === "http") {
+      const handler = route(increment, read);
+      return (req, res) => {
+        if (serveCalls(req, res)) return;
+        sessions(req, res, () => handler(req, res));
+      };
+    }
+    const app = await expressApp();
+    app.use(sessions);
+    app.get("/read", read);
+    app.get("/", increment);
+    return app;
+  }
+  if (library === "es") return expressSession(storeKind);
+  if (variant === "iron-http") return ironSession();
+  throw new Error(`unknown variant ${variant}`);
+}
+
+if (dataDir) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+const server = http.createServer(await createHandler());
+server.keepAliveTimeout = 60_000;
+server.listen(0, "127.0.0.1", () => process.send?.({ port: server.address().port }));
+
+async function stop() {
+  server.closeAllConnections?.();
+  server.close();
+  for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => undefined);
+  process.exit(0);
+}
+process.on("message", (message) => {
+  if (message === "stop") void stop();
+  if (message === "memory") {
+    globalThis.gc?.();
+    const { rss, heapUsed } = process.memoryUsage();
+    process.send?.({ memory: { rss, heapUsed } });
+  }
+});
+process.on("disconnect", () => process.exit(0));
