@@ -37,8 +37,10 @@ export class EventStream {
     const seen = parseEventId(lastEventId);
     // Subscribe before reading versions so a change in between is not missed (the version check dedupes).
     this.#unsubscribe = this.core.feed.subscribe(this.#keysById.keys(), (change) => this.#onChange(change));
-    this.core.watchStore();
     this.sink.write(`retry: ${RETRY_MS}\n: persist-session events\n\n`);
+    // Other processes' changes are followed before the versions are read, for the same reason.
+    await this.core.watchStore();
+    if (this.#closed) return;
     const current = await Promise.all(this.targets.map(async (target) => [target, await this.core.currentVersion(target.id)] as const));
     if (this.#closed) return;
     const missed: SessionCookie[] = [];

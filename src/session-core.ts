@@ -121,6 +121,7 @@ export class SessionCore {
   readonly feed = new ChangeFeed();
   readonly #user: PersistSessionOptions["user"];
   #unwatch: (() => void) | undefined;
+  #watching: Promise<void> | undefined;
   readonly #maxCookies: number;
   readonly #cookie: Required<Omit<CookieOptions, "domain">> & Pick<CookieOptions, "domain">;
   readonly #secret: string | readonly string[] | undefined;
@@ -204,11 +205,27 @@ export class SessionCore {
     }
   }
 
-  /** Starts forwarding other processes' changes into {@link feed}, once. */
-  watchStore(): void {
-    if (this.#unwatch === undefined && this.store.watch !== undefined) {
-      this.#unwatch = this.store.watch((change) => this.feed.publish(change));
-    }
+  /**
+   * Starts forwarding other processes' changes into {@link feed}, once;
+   * resolves when they are followed. A store that cannot follow them is
+   * logged, not fatal: streams still carry this process's changes.
+   */
+  watchStore(): Promise<void> {
+    this.#watching ??= (async () => {
+      if (this.store.watch === undefined || this.#closed) return;
+      try {
+        const unwatch = await this.store.watch(
+          (change) => this.feed.publish(change),
+          (error) => this.logger.error("persist-session: live sync lost the store's change feed; other processes' changes may not reach open streams until it reconnects.", error),
+        );
+        if (this.#closed) unwatch();
+        else this.#unwatch = unwatch;
+      } catch (error) {
+        this.#watching = undefined; // the next stream tries again
+        this.logger.error("persist-session: live sync could not follow the store's changes; events streams carry only this process's changes.", error);
+      }
+    })();
+    return this.#watching;
   }
 
   #resolveUser(request: IncomingMessage | Request | undefined): string | undefined | Promise<string | undefined> {

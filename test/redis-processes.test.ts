@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { delay, eventually } from "./helpers/robustness.js";
+import { EventReader } from "./helpers/sse.js";
 import { connectRedis, redisAvailable, redisKeys, redisUrl, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/redis-app.mjs", import.meta.url));
@@ -147,6 +148,37 @@ describe.skipIf(!redisAvailable)("RedisStore across processes", () => {
     const { cookie } = await newBrowser(apps[0]!);
     await stream(apps, cookie, 40, 12);
     expect((await call(apps[0]!, "/state", cookie)).count).toBeLessThan(40);
+  });
+
+  it("pushes a change made through one process to an events stream held by the other within 1 s", async () => {
+    prefix = uniqueRedisPrefix();
+    const [writer, streamer] = await Promise.all([startApp(prefix), startApp(prefix)]);
+    const alice = await newBrowser(writer!);
+    const bob = await newBrowser(writer!);
+    const open = async (cookie: string) => {
+      const response = await fetch(`${streamer!.url}/events`, { headers: { cookie } });
+      expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+      const events = new EventReader(response);
+      expect((await events.next()).event).toBe("ready");
+      return events;
+    };
+    const [aliceEvents, bobEvents] = await Promise.all([open(alice.cookie), open(bob.cookie)]);
+    try {
+      const latencies: number[] = [];
+      for (let count = 1; count <= 3; count++) {
+        const written = await call(writer!, "/inc-slow?ms=1", alice.cookie);
+        expect(written).toMatchObject({ status: 200, count });
+        const answered = Date.now();
+        // Version 1 was the /start write; each increment is one more.
+        expect(await aliceEvents.next(1000)).toMatchObject({ event: "change", data: JSON.stringify({ key: "redis-counter", version: count + 1 }) });
+        latencies.push(Date.now() - answered);
+      }
+      console.log(`redis live sync across processes: ${latencies.join(", ")} ms after the writer's response`);
+      // Another browser's stream on the same process hears nothing of it.
+      expect(await bobEvents.drain(300)).toEqual([]);
+    } finally {
+      await Promise.all([aliceEvents.close(), bobEvents.close()]);
+    }
   });
 
   it("serves the browser on the other process within the lease time after the holder is killed", async () => {

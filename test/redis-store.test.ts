@@ -6,7 +6,8 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { CorruptRecordError, persist, persistSession, type StoredRecord } from "../src/index.js";
 import { LeaseLostError, RedisStore, StoreUnavailableError } from "../src/redis.js";
-import { capturingLogger, delay } from "./helpers/robustness.js";
+import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
+import { EventReader } from "./helpers/sse.js";
 import { connectRedis, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
 
 const ID = "0b7c8a52-3f3e-4c1a-9d7e-2a1b3c4d5e6f";
@@ -266,5 +267,109 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
     } finally {
       await sessions.close();
     }
+  });
+  describe("change feed (live sync across processes)", () => {
+    const OTHER_ID = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+    const subscribers = async () => ((await client.sendCommand(["PUBSUB", "NUMSUB", `${prefix}changes`])) as [string, number])[1];
+    const collect = async (watched: RedisStore) => {
+      const changes: unknown[] = [];
+      const errors: Error[] = [];
+      const stop = await watched.watch(
+        (change) => changes.push(change),
+        (error) => errors.push(error),
+      );
+      return { changes, errors, stop };
+    };
+
+    it("hears every process's writes and deletes, on a connection of its own that close() ends", async () => {
+      const watched = await collect(store);
+      expect(await subscribers()).toBe(1);
+      const writer = open(); // another process's store: same prefix, its own instance
+      await writer.set(ID, record({ key: "cart", version: 4 }));
+      await writer.delete(OTHER_ID);
+      await delay(100);
+      expect(watched.changes).toEqual([
+        { id: ID, key: "cart", version: 4 },
+        { id: OTHER_ID, key: "", version: 0 },
+      ]);
+
+      watched.stop();
+      await writer.set(ID, record({ version: 5 }));
+      await delay(100);
+      expect(watched.changes).toHaveLength(2);
+      expect(watched.errors).toEqual([]);
+
+      await store.close();
+      await eventually(async () => (await subscribers()) === 0, "the store's subscriber connection to close");
+    });
+
+    it("publishes nothing for a write its lease fence refused", async () => {
+      const watched = await collect(store);
+      const lease = await store.lease(ID);
+      await client.set(`${prefix}lease:${ID}`, "another-process");
+      await expect(store.set(ID, record(), lease)).rejects.toBeInstanceOf(LeaseLostError);
+      await delay(100);
+      expect(watched.changes).toEqual([]);
+    });
+
+    it("ignores messages on the channel that are not its own change notices", async () => {
+      const watched = await collect(store);
+      for (const junk of ["nope", "{}", "null", JSON.stringify({ id: "../../etc/passwd", key: "x", version: 1 }), JSON.stringify({ id: ID, key: "x", version: -1 }), JSON.stringify({ id: ID, key: 7, version: 1 })]) {
+        await client.publish(`${prefix}changes`, junk);
+      }
+      await client.publish(`${prefix}changes`, JSON.stringify({ id: ID, key: "x", version: 2 }));
+      await eventually(async () => watched.changes.length > 0, "the valid notice");
+      expect(watched.changes).toEqual([{ id: ID, key: "x", version: 2 }]);
+    });
+
+    it("uses the app's subscriber when given one, and leaves it open on close", async () => {
+      const subscriber = client.duplicate();
+      subscriber.on("error", () => undefined);
+      await subscriber.connect();
+      try {
+        const given = open({ subscriber });
+        const watched = await collect(given);
+        await store.set(ID, record({ version: 9 }));
+        await eventually(async () => watched.changes.length > 0, "the change");
+        expect(watched.changes).toEqual([{ id: ID, key: "cart", version: 9 }]);
+        await given.close();
+        expect(subscriber.isOpen).toBe(true);
+        expect(await subscribers()).toBe(0);
+      } finally {
+        subscriber.destroy();
+      }
+    });
+
+    it("says what to pass when the client cannot open a subscriber connection", async () => {
+      const bare = open({ client: { sendCommand: (args: string[]) => client.sendCommand(args) } });
+      await expect(bare.watch(() => undefined, () => undefined)).rejects.toThrow(/no duplicate\(\) for a subscriber connection\. Pass RedisStore's subscriber option/);
+      expect(() => new RedisStore({ client, subscriber: {} as never })).toThrow(/option subscriber is invalid/);
+    });
+
+    it("streams a change written by another process to this process's events stream, and unsubscribes on sessions.close()", async () => {
+      const sessions = persistSession({ secret: "redis-store-test-secret-0123456789-abcdef", store, sweepInterval: 0, logger: capturingLogger() });
+      const handler = sessions.fetch(async () => {
+        new Visits().count += 1;
+        return new Response("ok");
+      });
+      try {
+        const first = await handler(new Request("http://localhost/"));
+        const cookie = first.headers.getSetCookie()[0]!.split(";")[0]!;
+        const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
+        const events = new EventReader(await sessions.fetchEvents(new Request("http://localhost/events", { headers: { cookie } })));
+        try {
+          expect((await events.next()).event).toBe("ready");
+          const stored = (await store.get(id))!;
+          // Another process writes version 2 straight into Redis.
+          await open().set(id, { ...stored, version: 2 });
+          expect(await events.next(1000)).toMatchObject({ event: "change", data: JSON.stringify({ key: "redis-store-test-visits", version: 2 }) });
+        } finally {
+          await events.close();
+        }
+      } finally {
+        await sessions.close();
+      }
+      await eventually(async () => (await subscribers()) === 0, "sessions.close() to end the subscription");
+    });
   });
 });

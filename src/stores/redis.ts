@@ -1,4 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
+import type { RecordChange } from "../change-feed.js";
+import { isUuidV4 } from "../cookie-signing.js";
 import { CorruptRecordError, isStoredRecordHeader, LeaseLostError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
 
 /**
@@ -26,6 +28,25 @@ export interface RedisClientLike {
   readonly isReady?: boolean;
 }
 
+/**
+ * A connection in subscriber mode, for live sync. node-redis's fits as it is
+ * (`client.duplicate()`, connected). For ioredis:
+ * ```ts
+ * const sub = redis.duplicate();
+ * const subscriber = {
+ *   subscribe: async (channel: string, listener: (message: string) => void) => {
+ *     sub.on("message", (from: string, message: string) => from === channel && listener(message));
+ *     await sub.subscribe(channel);
+ *   },
+ *   unsubscribe: (channel: string) => sub.unsubscribe(channel),
+ * };
+ * ```
+ */
+export interface RedisSubscriberLike {
+  subscribe(channel: string, listener: (message: string) => void): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+}
+
 /** Options of {@link RedisStore}. */
 export interface RedisStoreOptions {
   /**
@@ -35,8 +56,17 @@ export interface RedisStoreOptions {
    */
   client: RedisClientLike;
   /**
+   * The connection that receives other processes' changes for live sync
+   * (pub/sub needs a connection of its own). The app owns it. Without it,
+   * RedisStore opens `client.duplicate()` on the first events stream and
+   * closes it in `close()`; a client without `duplicate` then gets live sync
+   * within each process only.
+   */
+  subscriber?: RedisSubscriberLike;
+  /**
    * Start of every key: records are `<prefix><id>`, leases `<prefix>lease:<id>`,
-   * set-aside records `<prefix>quarantine:<id>:<ms>`, the generated secret `<prefix>secret`.
+   * set-aside records `<prefix>quarantine:<id>:<ms>`, the generated secret `<prefix>secret`;
+   * changes are published on the channel `<prefix>changes`.
    * @default "persist-session:"
    */
   prefix?: string;
@@ -80,7 +110,8 @@ function script(source: string): Script {
 
 // The fence: a write applies only while the writer's token still holds the
 // lease, checked and applied in one script so nothing can come between.
-// No token means a just-minted record no other process can know.
+// No token means a just-minted record no other process can know. The change
+// is published by the same script, so no write goes unannounced.
 const WRITE = script(`
 if ARGV[1] ~= "" and redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[3]) > 0 then
@@ -88,6 +119,7 @@ if tonumber(ARGV[3]) > 0 then
 else
   redis.call("DEL", KEYS[1])
 end
+redis.call("PUBLISH", ARGV[4], ARGV[5])
 return 1`);
 
 const QUARANTINE = script(`
@@ -137,6 +169,13 @@ export class RedisStore implements SessionStore {
   private readonly leaseTime: number;
   private readonly quarantineTtl: number;
   private readonly leases = new Set<RedisLease>();
+  private readonly client: RedisClientLike;
+  private readonly subscriber: RedisSubscriberLike | undefined;
+  private readonly commandTimeout: number;
+  private readonly channel: string;
+  private readonly watchers = new Set<(change: RecordChange) => void>();
+  /** The subscription all watchers share, opened by the first. */
+  private following: Promise<Following> | undefined;
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== "object" || options === null) {
@@ -151,10 +190,18 @@ export class RedisStore implements SessionStore {
     if (typeof prefix !== "string") {
       throw new TypeError(`persist-session: option prefix is invalid: ${String(prefix)}. Use a string such as "persist-session:".`);
     }
+    const { subscriber } = options;
+    if (subscriber !== undefined && (typeof subscriber !== "object" || subscriber === null || typeof subscriber.subscribe !== "function" || typeof subscriber.unsubscribe !== "function")) {
+      throw new TypeError("persist-session: option subscriber is invalid. Pass a connected node-redis client of its own (await client.duplicate().connect()), or leave it out.");
+    }
     this.prefix = prefix;
+    this.channel = `${prefix}changes`;
+    this.client = client;
+    this.subscriber = subscriber;
     this.leaseTime = positive("leaseTime", options.leaseTime, DEFAULT_LEASE_TIME_MS);
     this.quarantineTtl = positive("quarantineTtl", options.quarantineTtl, DEFAULT_QUARANTINE_TTL_SECONDS);
-    this.redis = new RedisCommands(client, positive("commandTimeout", options.commandTimeout, DEFAULT_COMMAND_TIMEOUT_MS));
+    this.commandTimeout = positive("commandTimeout", options.commandTimeout, DEFAULT_COMMAND_TIMEOUT_MS);
+    this.redis = new RedisCommands(client, this.commandTimeout);
   }
 
   async get(id: string): Promise<StoredRecord | undefined> {
@@ -175,11 +222,24 @@ export class RedisStore implements SessionStore {
     const text = `${JSON.stringify({ v: HEADER_VERSION, key, version, updatedAt, expires })}\n${data}`;
     // An expiry already past deletes: Redis refuses a PX of 0 or less, and such a record counts as missing anyway.
     const ttl = Math.ceil(expires - Date.now());
-    await this.fenced(WRITE, id, lease, [], [text, String(Math.max(ttl, 0))]);
+    await this.fenced(WRITE, id, lease, [], [text, String(Math.max(ttl, 0)), this.channel, JSON.stringify({ id, key, version })]);
   }
 
   async delete(id: string, lease?: Lease): Promise<void> {
-    await this.fenced(WRITE, id, lease, [], ["", "0"]);
+    await this.fenced(WRITE, id, lease, [], ["", "0", this.channel, JSON.stringify({ id, key: "", version: 0 })]);
+  }
+
+  /** Follows every process's writes through Redis pub/sub on `<prefix>changes`. */
+  async watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
+    this.following ??= this.follow(onError).catch((error: unknown) => {
+      this.following = undefined;
+      throw error;
+    });
+    await this.following;
+    this.watchers.add(listener);
+    return () => {
+      this.watchers.delete(listener);
+    };
   }
 
   /** Renames the record to `<prefix>quarantine:<id>:<ms>`, kept for `quarantineTtl` seconds. */
@@ -220,9 +280,45 @@ export class RedisStore implements SessionStore {
     return `redis ${this.prefix}*`;
   }
 
-  /** Releases the leases this store still holds. The client stays open: the app owns it. */
+  /** Releases the leases this store still holds and the subscriber it opened. The client stays open: the app owns it. */
   async close(): Promise<void> {
-    await Promise.allSettled([...this.leases].map((lease) => lease.release()));
+    const following = this.following;
+    this.following = undefined;
+    this.watchers.clear();
+    await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), following?.then((subscription) => subscription.stop())]);
+  }
+
+  /** Subscribes to the change channel, on the app's subscriber or a duplicate of the client. */
+  private async follow(onError: (error: Error) => void): Promise<Following> {
+    let subscriber = this.subscriber;
+    let owned: OwnedConnection | undefined;
+    if (subscriber === undefined) {
+      owned = duplicateOf(this.client, onError);
+      subscriber = owned.subscriber;
+    }
+    const onMessage = (message: string) => {
+      const change = parseChange(message);
+      if (change !== undefined) for (const watcher of [...this.watchers]) watcher(change);
+    };
+    try {
+      await withTimeout(
+        (async () => {
+          await owned?.connect();
+          await subscriber.subscribe(this.channel, onMessage);
+        })(),
+        this.commandTimeout,
+        `persist-session: Redis did not accept the live-sync subscription within ${this.commandTimeout} ms. Check the server; the next events stream tries again.`,
+      );
+    } catch (error) {
+      await owned?.close();
+      throw storeError(error);
+    }
+    return {
+      stop: async () => {
+        await subscriber.unsubscribe(this.channel).catch(() => undefined);
+        await owned?.close();
+      },
+    };
   }
 
   private recordKey(id: string): string {
@@ -432,4 +528,79 @@ function positive(name: string, value: number | undefined, fallback: number): nu
     throw new TypeError(`persist-session: option ${name} is invalid: ${String(value)}. Use a positive number.`);
   }
   return value;
+}
+
+/** A live subscription to the change channel. */
+interface Following {
+  stop(): Promise<void>;
+}
+
+/** A subscriber connection RedisStore opened itself, and so must close. */
+interface OwnedConnection {
+  readonly subscriber: RedisSubscriberLike;
+  connect(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/** What RedisStore uses of node-redis's `duplicate()`: a new client, not yet connected. */
+interface DuplicatedClient extends RedisSubscriberLike {
+  connect(): Promise<unknown>;
+  on(event: "error", listener: (error: Error) => void): unknown;
+  on(event: "ready", listener: () => void): unknown;
+  close?(): Promise<unknown>;
+  quit?(): Promise<unknown>;
+  destroy?(): unknown;
+}
+
+function duplicateOf(client: RedisClientLike, onError: (error: Error) => void): OwnedConnection {
+  const duplicate = (client as { duplicate?: unknown }).duplicate;
+  if (typeof duplicate !== "function") {
+    throw new TypeError(
+      "persist-session: RedisStore cannot follow other processes' changes: the client has no duplicate() for a subscriber connection. Pass RedisStore's subscriber option (see RedisSubscriberLike).",
+    );
+  }
+  const connection = duplicate.call(client) as DuplicatedClient;
+  // One report per outage: the client retries on its own and emits an error for every failed attempt.
+  let reported = false;
+  connection.on("error", (error) => {
+    if (reported) return;
+    reported = true;
+    onError(error);
+  });
+  connection.on("ready", () => {
+    reported = false;
+  });
+  return {
+    subscriber: connection,
+    connect: () => connection.connect(),
+    close: async () => {
+      try {
+        await (connection.close ?? connection.quit)?.call(connection);
+      } catch {
+        connection.destroy?.();
+      }
+    },
+  };
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StoreUnavailableError(message)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A change message as the write script publishes it; anything else on the channel is ignored. */
+function parseChange(message: string): RecordChange | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(message);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const { id, key, version } = value as Record<string, unknown>;
+  if (typeof id !== "string" || !isUuidV4(id) || typeof key !== "string" || !Number.isSafeInteger(version) || (version as number) < 0) return undefined;
+  return { id, key, version: version as number };
 }

@@ -59,10 +59,12 @@ export interface SessionStore {
   describe?(): string;
   /**
    * Tells `listener` about records written by other processes (Redis pub/sub),
-   * for live sync; returns the function that stops listening. Stores that only
-   * serve one process leave it out: the library sees its own writes.
+   * for live sync. Resolves, once changes are followed, with the function that
+   * stops listening; `onError` hears of failures after that (a lost
+   * subscriber connection). Stores that only serve one process leave it out:
+   * the library sees its own writes.
    */
-  watch?(listener: (change: RecordChange) => void): () => void;
+  watch?(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void>;
   /** Releases timers and connections. */
   close?(): Promise<void>;
   /**
