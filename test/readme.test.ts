@@ -3,8 +3,10 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { persist, type Sessions } from "persist-session";
 import { Browser } from "./helpers/http.js";
+import { redisAvailable, redisUrl } from "./helpers/stores.js";
 
 /** The README's first TypeScript example, run as written (the port aside), against the built package. */
 let server: Server;
@@ -47,4 +49,49 @@ it("does what the README says: changes are stored, nested ones too, and the rese
   expect(await (await new Browser(browser.baseUrl).request("/")).text()).toBe("count=0 todos=");
   expect(await (await browser.request("/reset")).text()).toBe("count=0 todos=");
   expect(browser.cookies.size).toBe(0);
+});
+
+describe.skipIf(!redisAvailable)("README: Running on several processes", () => {
+  it("runs the Redis setup as written: two app instances over one Redis share one browser's state", async () => {
+    const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
+    const section = readme.slice(readme.indexOf("## Running on several processes"));
+    const example = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(example).toContain("new RedisStore({ client })");
+    const generated = new URL("./.generated/", import.meta.url);
+    await mkdir(generated, { recursive: true });
+    // Imported twice under two names: two app instances, as two processes would be.
+    const files = ["readme-redis-a.ts", "readme-redis-b.ts"].map((name) => new URL(name, generated));
+    for (const file of files) await writeFile(file, `${example!}\nexport { client };\n`);
+    process.env.REDIS_URL = redisUrl;
+    const apps = await Promise.all(
+      files.map(async (file) => (await import(/* @vite-ignore */ file.href)) as { sessions: Sessions; client: { close(): Promise<void>; del(key: string): Promise<number> } }),
+    );
+    const Visits = persist("readme-redis-visits")(
+      class {
+        count = 0;
+      },
+    );
+    const handlers = apps.map(({ sessions }) =>
+      sessions.fetch(async () => {
+        const visits = new Visits();
+        visits.count += 1;
+        return new Response(String(visits.count));
+      }),
+    );
+    let cookie = "";
+    try {
+      for (let i = 0; i < 4; i++) {
+        const response = await handlers[i % 2]!(new Request("http://localhost/", { headers: { cookie } }));
+        expect(await response.text()).toBe(String(i + 1));
+        cookie ||= response.headers.getSetCookie()[0]!.split(";")[0]!;
+      }
+    } finally {
+      const id = /=([0-9a-f-]{36})\./.exec(cookie)?.[1];
+      if (id !== undefined) await apps[0]!.client.del(`persist-session:${id}`);
+      for (const { sessions, client } of apps) {
+        await sessions.close();
+        await client.close();
+      }
+    }
+  });
 });
