@@ -33,6 +33,7 @@ const VARIANTS = [
   { id: "bare-http", label: "node:http, no session (ceiling)" },
   { id: "ps-memory-http", label: "persist-session MemoryStore · node:http" },
   { id: "ps-file-http", label: "persist-session FileStore · node:http" },
+  { id: "ps-durable-http", label: "persist-session FileStore durable (fsync) · node:http" },
   { id: "ps-redis-http", label: "persist-session RedisStore · node:http", redis: true, redisStore: true },
   { id: "ps-memory-express", label: "persist-session MemoryStore · Express" },
   { id: "ps-file-express", label: "persist-session FileStore · Express" },
@@ -201,6 +202,9 @@ function evaluateTargets(summary) {
   zeroLost("FileStore (node:http) hot session: 0 lost", "ps-file-http");
   ratioTarget("FileStore (node:http) hot ≥ 3× express-session + session-file-store", "ps-file-http", "es-file", "hot", 3);
   ratioTarget("FileStore (node:http) new ≥ 3× session-file-store", "ps-file-http", "es-file", "new", 3);
+  zeroLost("FileStore durable (node:http) hot session: 0 lost", "ps-durable-http");
+  ratioTarget("FileStore durable (node:http) hot ≥ 3× express-session + session-file-store", "ps-durable-http", "es-file", "hot", 3);
+  ratioTarget("FileStore durable (node:http) new ≥ 3× session-file-store", "ps-durable-http", "es-file", "new", 3);
   zeroLost("MemoryStore (node:http) hot session: 0 lost", "ps-memory-http");
   ratioTarget("MemoryStore (node:http) hot ≥ 2× express-session MemoryStore", "ps-memory-http", "es-memory", "hot", 2);
   ratioTarget("MemoryStore (node:http) new ≥ 2× express-session MemoryStore", "ps-memory-http", "es-memory", "new", 2);

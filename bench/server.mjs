@@ -53,6 +53,8 @@ async function persistSessions(storeKind) {
   let store;
   if (storeKind === "memory") store = new MemoryStore();
   else if (storeKind === "file") store = new FileStore({ dir: dataDir });
+  // fsync before a write counts as stored, as session-file-store's write-file-atomic does.
+  else if (storeKind === "durable") store = new FileStore({ dir: dataDir, durable: true });
   else {
     const { RedisStore } = await importLibrary("redis");
     store = new RedisStore({ client: await redisClient(), prefix: REDIS_PREFIX });

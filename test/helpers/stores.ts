@@ -21,18 +21,24 @@ export interface StoreKind {
   create(): Promise<StoreBacking>;
 }
 
-export const fileStoreKind: StoreKind = {
-  name: "FileStore",
-  async create() {
-    const dir = await mkdtemp(join(tmpdir(), "persist-session-test-"));
-    const { readdir } = await import("node:fs/promises");
-    return {
-      open: () => new FileStore({ dir }),
-      ids: async () => (await readdir(dir)).filter((name) => /^[0-9a-f-]{36}$/.test(name)),
-      cleanup: () => rm(dir, { recursive: true, force: true }),
-    };
-  },
-};
+function fileStoreKindWith(name: string, durable: boolean): StoreKind {
+  return {
+    name,
+    async create() {
+      const dir = await mkdtemp(join(tmpdir(), "persist-session-test-"));
+      const { readdir } = await import("node:fs/promises");
+      return {
+        open: () => new FileStore({ dir, durable }),
+        ids: async () => (await readdir(dir)).filter((name) => /^[0-9a-f-]{36}$/.test(name)),
+        cleanup: () => rm(dir, { recursive: true, force: true }),
+      };
+    },
+  };
+}
+
+export const fileStoreKind = fileStoreKindWith("FileStore", false);
+/** fsync on every write, with shared directory syncs: the same behaviour, another write path. */
+export const durableFileStoreKind = fileStoreKindWith("FileStore durable", true);
 
 export const memoryStoreKind: StoreKind = {
   name: "MemoryStore",
