@@ -3,7 +3,8 @@ import { constants } from "node:fs";
 import { mkdir, open, opendir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
-import { CorruptRecordError, isStoredRecordHeader, type SessionStore, type StoredRecord } from "./store.js";
+import { formatRecordText, parseRecordText } from "./record-text.js";
+import { isStoredRecordHeader, type SessionStore, type StoredRecord } from "./store.js";
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
@@ -21,7 +22,6 @@ export interface FileStoreOptions {
   durable?: boolean;
 }
 
-const HEADER_VERSION = 1;
 const TEMP_SUFFIX = ".tmp";
 const SECRET_FILE = ".secret";
 /** A temporary file this old is an orphan even if another process made it. */
@@ -63,19 +63,18 @@ export class FileStore implements SessionStore {
       if (isCode(error, "ENOENT")) return undefined;
       throw error;
     }
-    return parseRecordFile(text);
+    return parseRecordText(text, "file");
   }
 
   async set(id: string, record: StoredRecord): Promise<void> {
     await this.#ensureDir();
-    const { data, ...header } = record;
     const temp = join(this.dir, `${id}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
     this.#ownTemps.add(temp);
     try {
       // `wx` refuses to follow a planted symlink or reuse a file; 0600 before any byte is written.
       const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
       try {
-        await handle.writeFile(`${JSON.stringify({ v: HEADER_VERSION, ...header })}\n${data}`);
+        await handle.writeFile(formatRecordText(record));
         // datasync: the data and the size needed to read it back, without flushing times.
         if (this.#durable) await handle.datasync();
       } finally {
@@ -226,24 +225,6 @@ export class FileStore implements SessionStore {
     running.then(done, done);
     return running;
   }
-}
-
-function parseRecordFile(text: string): StoredRecord {
-  const newline = text.indexOf("\n");
-  if (newline === -1) throw new CorruptRecordError(text.length === 0 ? "empty file" : "no header line");
-  let header: unknown;
-  try {
-    header = JSON.parse(text.slice(0, newline));
-  } catch {
-    throw new CorruptRecordError("unreadable header");
-  }
-  if (!isStoredRecordHeader(header) || (header as { v?: unknown }).v !== HEADER_VERSION) {
-    throw new CorruptRecordError("header of an unknown shape");
-  }
-  const data = text.slice(newline + 1);
-  if (data === "") throw new CorruptRecordError("no data after the header");
-  const { key, version, updatedAt, expires } = header;
-  return { key, version, updatedAt, expires, data };
 }
 
 function isCode(error: unknown, code: string): boolean {

@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { RecordChange } from "../change-feed.js";
 import { isUuidV4 } from "../cookie-signing.js";
-import { CorruptRecordError, isStoredRecordHeader, LeaseLostError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
+import { formatRecordText, parseRecordText } from "./record-text.js";
+import { CorruptRecordError, LeaseLostError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
 
 /**
  * The one method RedisStore calls on a client: send a command, get its reply.
@@ -95,7 +96,6 @@ const DEFAULT_PREFIX = "persist-session:";
 const DEFAULT_LEASE_TIME_MS = 5000;
 const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
 const DEFAULT_QUARANTINE_TTL_SECONDS = 7 * 24 * 60 * 60;
-const HEADER_VERSION = 1;
 /** Reply codes that mean "not now" rather than "wrong": the request gets a 503, as when Redis is down. */
 const UNAVAILABLE_CODES = new Set(["LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "OOM"]);
 
@@ -214,12 +214,12 @@ export class RedisStore implements SessionStore {
       throw error;
     }
     if (reply === null || reply === undefined) return undefined;
-    return parseRecordText(typeof reply === "string" ? reply : Buffer.isBuffer(reply) ? reply.toString("utf8") : "");
+    return parseRecordText(typeof reply === "string" ? reply : Buffer.isBuffer(reply) ? reply.toString("utf8") : "", "value");
   }
 
   async set(id: string, record: StoredRecord, lease?: Lease): Promise<void> {
-    const { key, version, updatedAt, expires, data } = record;
-    const text = `${JSON.stringify({ v: HEADER_VERSION, key, version, updatedAt, expires })}\n${data}`;
+    const { key, version, expires } = record;
+    const text = formatRecordText(record);
     // An expiry already past deletes: Redis refuses a PX of 0 or less, and such a record counts as missing anyway.
     const ttl = Math.ceil(expires - Date.now());
     await this.fenced(WRITE, id, lease, [], [text, String(Math.max(ttl, 0)), this.channel, JSON.stringify({ id, key, version })]);
@@ -502,24 +502,6 @@ function storeError(error: unknown): Error {
   return new StoreUnavailableError(`persist-session: Redis failed: ${message}. Check that the server is running and reachable; requests succeed again once it is.`, {
     cause: error,
   });
-}
-
-function parseRecordText(text: string): StoredRecord {
-  const newline = text.indexOf("\n");
-  if (newline === -1) throw new CorruptRecordError(text.length === 0 ? "empty value" : "no header line");
-  let header: unknown;
-  try {
-    header = JSON.parse(text.slice(0, newline));
-  } catch {
-    throw new CorruptRecordError("unreadable header");
-  }
-  if (!isStoredRecordHeader(header) || (header as { v?: unknown }).v !== HEADER_VERSION) {
-    throw new CorruptRecordError("header of an unknown shape");
-  }
-  const data = text.slice(newline + 1);
-  if (data === "") throw new CorruptRecordError("no data after the header");
-  const { key, version, updatedAt, expires } = header;
-  return { key, version, updatedAt, expires, data };
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
