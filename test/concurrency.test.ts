@@ -7,8 +7,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { persistSession } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
-import { Browser, listen, type TestServer } from "./helpers/http.js";
-import { delay, fromFetchStreaming } from "./helpers/robustness.js";
+import { Browser, fromFetch, listen, type TestServer } from "./helpers/http.js";
+import { delay } from "./helpers/robustness.js";
 import { storeKinds, type StoreBacking } from "./helpers/stores.js";
 import { SECRET, startApp, type AdapterName, type RunningApp } from "./suites/behaviour.js";
 
@@ -156,7 +156,7 @@ describe.each(["node:http", "fetch"] as const)("AsyncLocalStorage through the pe
         }
         return Response.json(await handle(request.headers.get("x-request-id"), Number(url.searchParams.get("wait"))));
       });
-      server = await listen(fromFetchStreaming((request) => requestIds.run(request.headers.get("x-request-id") ?? "", () => fetchHandler(request))));
+      server = await listen(fromFetch((request) => requestIds.run(request.headers.get("x-request-id") ?? "", () => fetchHandler(request))));
     }
     close = async () => {
       await server.close();

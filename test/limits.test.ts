@@ -11,8 +11,8 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileStore, MemoryStore, persist, persistSession, type PersistSessionOptions, type SessionStore, type Sessions } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
-import { Browser, listen, type TestServer } from "./helpers/http.js";
-import { capturingLogger, delay, eventually, forwardingStore, fromFetchStreaming, type CapturingLogger } from "./helpers/robustness.js";
+import { Browser, fromFetch, listen, type TestServer } from "./helpers/http.js";
+import { capturingLogger, delay, eventually, forwardingStore, type CapturingLogger } from "./helpers/robustness.js";
 import { storeKinds, type StoreBacking } from "./helpers/stores.js";
 import { SECRET, type AdapterName } from "./suites/behaviour.js";
 
@@ -57,7 +57,7 @@ const route: Route = (url) => {
 
 function listener(adapter: AdapterName, sessions: Sessions): http.RequestListener {
   if (adapter === "fetch") {
-    return fromFetchStreaming(sessions.fetch(async (request: Request) => Response.json(await route(new URL(request.url)))));
+    return fromFetch(sessions.fetch(async (request: Request) => Response.json(await route(new URL(request.url)))));
   }
   return (req, res) =>
     sessions(req, res, async () => {
@@ -284,7 +284,7 @@ describe.each([
     let cancelled = false;
     let timer: NodeJS.Timeout | undefined;
     const browser = await start((sessions) =>
-      fromFetchStreaming(
+      fromFetch(
         sessions.fetch(async () => {
           change();
           const body = new ReadableStream<string>({

@@ -7,8 +7,7 @@ import type http from "node:http";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { persistSession, type Sessions } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
-import { Browser, listen, type TestServer } from "./helpers/http.js";
-import { fromFetchStreaming } from "./helpers/robustness.js";
+import { Browser, fromFetch, listen, type TestServer } from "./helpers/http.js";
 import { fileStoreKind, type StoreBacking } from "./helpers/stores.js";
 import { SECRET } from "./suites/behaviour.js";
 
@@ -76,7 +75,7 @@ function nodeListener(sessions: Sessions, commitBy: "writeHead" | "flushHeaders"
 
 function fetchListener(sessions: Sessions): http.RequestListener {
   const encoder = new TextEncoder();
-  return fromFetchStreaming(
+  return fromFetch(
     sessions.fetch(async (request: Request) => {
       const url = new URL(request.url);
       const state = new standard.AppState();

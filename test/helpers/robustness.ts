@@ -57,50 +57,6 @@ export function testSeed(): number {
 }
 
 /**
- * Serves a Fetch handler over node:http, streaming the Response body as it is
- * produced (test/helpers/http.ts `fromFetch` buffers it, which a server-sent
- * event stream never lets finish). Cancels the body when the client leaves.
- */
-export function fromFetchStreaming(handler: (request: Request) => Promise<Response>): http.RequestListener {
-  return (req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (chunk: Buffer) => chunks.push(chunk));
-    req.on("end", async () => {
-      const headers = new Headers();
-      for (const [name, value] of Object.entries(req.headers)) {
-        if (typeof value === "string") headers.set(name, value);
-        else if (Array.isArray(value)) for (const item of value) headers.append(name, item);
-      }
-      const body = chunks.length > 0 && req.method !== "GET" && req.method !== "HEAD" ? Buffer.concat(chunks) : undefined;
-      const response = await handler(new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, { method: req.method, headers, body }));
-      const out: Record<string, string | string[]> = {};
-      response.headers.forEach((value, name) => {
-        if (name !== "set-cookie") out[name] = value;
-      });
-      const cookies = response.headers.getSetCookie();
-      if (cookies.length > 0) out["set-cookie"] = cookies;
-      res.writeHead(response.status, out);
-      if (response.body === null) {
-        res.end();
-        return;
-      }
-      const reader = response.body.getReader();
-      res.once("close", () => void reader.cancel().catch(() => undefined));
-      try {
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          res.write(value);
-        }
-        res.end();
-      } catch {
-        res.destroy();
-      }
-    });
-  };
-}
-
-/**
  * Strict structural equality for what devalue stores: primitives by `Object.is`
  * (so -0 ≠ 0 and NaN = NaN), same prototype, same own enumerable keys (so a hole
  * ≠ `undefined`), Map and Set in insertion order, Date by time, typed arrays and
