@@ -6,7 +6,6 @@
  *
  * The kill points are seeded: the seed is printed, `SEED=<n>` reproduces them.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -15,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { parse as parseDevalue } from "devalue";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FileStore } from "../src/index.js";
+import { startChildServer, type ChildServer } from "./helpers/child-server.js";
 import { seededRandom, testSeed } from "./helpers/robustness.js";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/crash-server.mjs", import.meta.url));
@@ -38,31 +38,10 @@ interface Client {
   highestAcknowledged: number;
 }
 
-interface Server {
-  readonly child: ChildProcess;
-  readonly url: string;
-  readonly stderr: string[];
-  readonly exited: Promise<void>;
-}
+type Server = ChildServer;
 
-async function startServer(dir: string): Promise<Server> {
-  const child = spawn(process.execPath, [FIXTURE, dir], {
-    env: { ...process.env, SESSION_SECRET: SECRET },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const stderr: string[] = [];
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => stderr.push(chunk));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = "";
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-      out += chunk;
-      const match = /listening (\d+)/.exec(out);
-      if (match !== null) resolve(Number(match[1]));
-    });
-    child.once("exit", (code) => reject(new Error(`the server exited (${code}) before listening: ${stderr.join("")}`)));
-  });
-  return { child, url: `http://127.0.0.1:${port}`, stderr, exited };
+function startServer(dir: string): Promise<Server> {
+  return startChildServer(FIXTURE, [dir], { SESSION_SECRET: SECRET }, /listening (\d+)/);
 }
 
 async function kill(server: Server): Promise<void> {

@@ -3,11 +3,11 @@
  * browser as if they were one. Children run test/fixtures/redis-app.mjs on the
  * built package (`npm run build` first; npm test does).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startChildServer, type ChildServer } from "./helpers/child-server.js";
 import { delay, eventually } from "./helpers/robustness.js";
 import { EventReader } from "./helpers/sse.js";
 import { connectRedis, redisAvailable, redisKeys, redisUrl, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
@@ -19,33 +19,12 @@ const SECRET = "redis-processes-secret-0123456789-abcdef";
 /** Short, so the kill and pause tests wait for expiry in about a second. */
 const LEASE_TIME = 1000;
 
-interface AppProcess {
-  readonly child: ChildProcess;
-  readonly url: string;
-  readonly stderr: string[];
-  readonly exited: Promise<void>;
-}
+type AppProcess = ChildServer;
 
 const running = new Set<AppProcess>();
 
 async function startApp(prefix: string, env: Record<string, string> = {}): Promise<AppProcess> {
-  const child = spawn(process.execPath, [FIXTURE], {
-    env: { ...process.env, REDIS_URL: redisUrl, PREFIX: prefix, SECRET, LEASE_TIME: String(LEASE_TIME), ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const stderr: string[] = [];
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => stderr.push(chunk));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = "";
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-      out += chunk;
-      const match = /"port":(\d+)/.exec(out);
-      if (match !== null) resolve(Number(match[1]));
-    });
-    child.once("exit", (code) => reject(new Error(`the app exited (${code}) before listening: ${stderr.join("")}`)));
-  });
-  const app = { child, url: `http://127.0.0.1:${port}`, stderr, exited };
+  const app = await startChildServer(FIXTURE, [], { REDIS_URL: redisUrl, PREFIX: prefix, SECRET, LEASE_TIME: String(LEASE_TIME), ...env }, /"port":(\d+)/);
   running.add(app);
   return app;
 }

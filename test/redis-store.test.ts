@@ -4,7 +4,7 @@
  * shared suite (test/behaviour.test.ts); processes in test/redis-processes.test.ts.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { CorruptRecordError, persist, persistSession, type StoredRecord } from "../src/index.js";
+import { CorruptRecordError, persist, persistSession, type PersistSessionOptions, type StoredRecord } from "../src/index.js";
 import { LeaseLostError, RedisStore, StoreUnavailableError } from "../src/redis.js";
 import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
 import { EventReader } from "./helpers/sse.js";
@@ -46,6 +46,19 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
     prefix = uniqueRedisPrefix();
     store = open();
   });
+  /** Sessions over `store` counting visits, after one visit: its cookie and record id. */
+  const visitedOnce = async (options: Partial<PersistSessionOptions>) => {
+    const sessions = persistSession({ secret: "redis-store-test-secret-0123456789-abcdef", store, sweepInterval: 0, ...options });
+    const handler = sessions.fetch(async () => {
+      new Visits().count += 1;
+      return new Response("ok");
+    });
+    const first = await handler(new Request("http://localhost/"));
+    const cookie = first.headers.getSetCookie()[0]!.split(";")[0]!;
+    const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
+    return { sessions, handler, cookie, id };
+  };
+
   afterEach(async () => {
     for (const opened of stores.splice(0)) await opened.close();
     const keys = await redisKeys(client, prefix);
@@ -241,15 +254,8 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
 
   it("answers 503 after lockTimeout while another process holds the record, then serves once it is free", async () => {
     const logger = capturingLogger();
-    const sessions = persistSession({ secret: "redis-store-test-secret-0123456789-abcdef", store, sweepInterval: 0, lockTimeout: 300, logger });
-    const handler = sessions.fetch(async () => {
-      new Visits().count += 1;
-      return new Response("ok");
-    });
+    const { sessions, handler, cookie, id } = await visitedOnce({ lockTimeout: 300, logger });
     try {
-      const first = await handler(new Request("http://localhost/"));
-      const cookie = first.headers.getSetCookie()[0]!.split(";")[0]!;
-      const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
       await client.set(`${prefix}lease:${id}`, "another-process", { PX: MINUTE });
 
       const started = Date.now();
@@ -347,15 +353,8 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
     });
 
     it("streams a change written by another process to this process's events stream, and unsubscribes on sessions.close()", async () => {
-      const sessions = persistSession({ secret: "redis-store-test-secret-0123456789-abcdef", store, sweepInterval: 0, logger: capturingLogger() });
-      const handler = sessions.fetch(async () => {
-        new Visits().count += 1;
-        return new Response("ok");
-      });
+      const { sessions, cookie, id } = await visitedOnce({ logger: capturingLogger() });
       try {
-        const first = await handler(new Request("http://localhost/"));
-        const cookie = first.headers.getSetCookie()[0]!.split(";")[0]!;
-        const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
         const events = new EventReader(await sessions.fetchEvents(new Request("http://localhost/events", { headers: { cookie } })));
         try {
           expect((await events.next()).event).toBe("ready");
