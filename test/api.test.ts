@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -248,6 +248,33 @@ describe("declaring and configuring", () => {
       open.push(second);
       const again = await handler(second)(new Request("http://localhost/", { headers: { cookie } }));
       expect(await again.text()).toBe("2");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("FileStore's generated secret", () => {
+  it("gives every one of many concurrent first callers, in separate store instances, the same whole secret", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "persist-session-secret-"));
+    try {
+      const secrets = await Promise.all(Array.from({ length: 20 }, () => new FileStore({ dir }).secret()));
+      expect(new Set(secrets).size).toBe(1);
+      expect(secrets[0]!.length).toBeGreaterThanOrEqual(32);
+      expect((await readFile(join(dir, ".secret"), "utf8")).trim()).toBe(secrets[0]);
+      // No temporary file is left behind by the callers that lost the race.
+      expect((await readdir(dir)).filter((name) => name.startsWith(".secret"))).toEqual([".secret"]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a damaged secret file with an error that says what to do, instead of signing with it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "persist-session-secret-"));
+    try {
+      await writeFile(join(dir, ".secret"), "", { mode: 0o600 });
+      await expect(new FileStore({ dir }).secret()).rejects.toThrow(/\.secret is damaged \(0 characters, at least 32 needed\)\. Delete the file/);
+      expect(await readFile(join(dir, ".secret"), "utf8")).toBe("");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { mkdir, open, opendir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { link, mkdir, open, opendir, readFile, rename, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
@@ -147,20 +147,48 @@ export class FileStore implements SessionStore {
   async secret(): Promise<string> {
     await this.#ensureDir();
     const path = join(this.dir, SECRET_FILE);
-    try {
-      return (await readFile(path, "utf8")).trim();
-    } catch (error) {
-      if (!isCode(error, "ENOENT")) throw error;
-    }
+    const existing = await this.#readSecret(path);
+    if (existing !== undefined) return existing;
+    // Written in full beside it, then linked into place: a reader (another process,
+    // or this one after a crash) sees the whole secret or no file, never a part.
     const secret = randomBytes(48).toString("base64url");
+    const temp = join(this.dir, `${SECRET_FILE}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+    this.#ownTemps.add(temp);
     try {
-      await writeFile(path, `${secret}\n`, { mode: 0o600, flag: "wx" });
+      const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+      try {
+        await handle.writeFile(`${secret}\n`);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await link(temp, path);
       return secret;
     } catch (error) {
       // Another process made it first: use theirs.
-      if (isCode(error, "EEXIST")) return (await readFile(path, "utf8")).trim();
+      if (isCode(error, "EEXIST")) return (await this.#readSecret(path)) ?? secret;
+      throw error;
+    } finally {
+      await unlink(temp).catch(() => undefined);
+      this.#ownTemps.delete(temp);
+    }
+  }
+
+  async #readSecret(path: string): Promise<string | undefined> {
+    let text: string;
+    try {
+      text = (await readFile(path, "utf8")).trim();
+    } catch (error) {
+      if (isCode(error, "ENOENT")) return undefined;
       throw error;
     }
+    if (text.length < 32) {
+      throw new Error(
+        `persist-session: the generated secret in ${path} is damaged (${text.length} characters, at least 32 needed). ` +
+          "Delete the file to generate a new one (no cookie can have been signed with it), or pass `secret` to persistSession().",
+      );
+    }
+    return text;
   }
 
   describe(): string {
