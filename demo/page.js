@@ -1,6 +1,6 @@
 // HTML of the demo page. Every value that reaches the markup goes through
 // escapeHtml(); todo texts are user input and must never become markup.
-import { MAX_TODO_LENGTH, MAX_TODOS } from "./state.js";
+import { MAX_NOTE_LENGTH, MAX_NOTES, MAX_TODO_LENGTH, MAX_TODOS } from "./state.js";
 
 /** The sentences behind the refusal codes of state.js; unknown codes show nothing. */
 const ERRORS = new Map([
@@ -8,29 +8,43 @@ const ERRORS = new Map([
   ["too-long", `That todo is too long. Keep it to ${MAX_TODO_LENGTH} characters.`],
   ["too-many", `The list is full (${MAX_TODOS} todos). Remove one before adding another.`],
   ["not-found", "That todo is gone already. Perhaps another tab removed it."],
+  ["note-empty", "Write something first: a note cannot be empty."],
+  ["note-too-long", `That note is too long. Keep it to ${MAX_NOTE_LENGTH} characters.`],
+  ["notes-full", `There are ${MAX_NOTES} notes already. Delete one before adding another.`],
+  ["note-not-found", "That note is gone already. Perhaps another device deleted it."],
+  ["signed-out", "Sign in first: shared notes belong to a signed-in name."],
 ]);
 
 /**
- * The whole page for one browser's state.
+ * The whole page for one browser's state (and, signed in, its user's shared notes).
  * @param {{ state: { count: number, todos: Array<{ id: string, text: string, done: boolean }> },
- *           info: import("persist-session").StateInfo, error: string | null, nonce: string, now?: number }} view
+ *           info: import("persist-session").StateInfo, user?: string,
+ *           shared?: { count: number, notes: Array<{ id: string, text: string }> },
+ *           sharedInfo?: import("persist-session").StateInfo,
+ *           error: string | null, nonce: string, now?: number }} view
  */
-export function renderPage({ state, info, error, nonce, now = Date.now() }) {
+export function renderPage({ state, info, user, shared, sharedInfo, error, nonce, now = Date.now() }) {
   const message = error === null ? undefined : ERRORS.get(error);
+  // For the live-sync script: the versions shown (a change event at or below them is old news),
+  // and what the events stream follows (when it changes, the stream must reconnect).
+  const versions = { [info.key]: info.version };
+  if (sharedInfo !== undefined) versions[sharedInfo.key] = sharedInfo.version;
+  const follows = `${info.key}:${info.stored ? info.id.slice(0, 8) : "-"} user:${user ?? "-"}`;
   return layout({
     nonce,
     title: "persist-session demo",
     body: `
-  <main id="app">
+  <main id="app" data-versions="${escapeHtml(JSON.stringify(versions))}" data-follows="${escapeHtml(follows)}">
     <header>
-      <h1>persist-session</h1>
-      <p class="lede">This counter and list live on the server, not in the page. Reload, open a second tab, restart the server: they stay. Another browser gets its own.</p>
+      <h1>persist-session <span class="live" title="Changes made in other tabs and devices show here as they happen">live</span></h1>
+      <p class="lede">This counter and list live on the server, not in the page. Reload, open a second tab, restart the server: they stay, and a change in one tab shows in the others at once. Another browser gets its own.</p>
     </header>
     ${message === undefined ? "" : `<p class="alert" role="alert">${escapeHtml(message)}</p>`}
     ${counter(state.count)}
     ${todoList(state.todos)}
+    ${user === undefined || shared === undefined ? signInPanel() : sharedPanel(user, shared)}
     ${storePanel(info, now)}
-    <footer>Works without JavaScript too: every button is a plain form.</footer>
+    <footer>Works without JavaScript too: every button is a plain form (other tabs then update on reload).</footer>
   </main>
   <script nonce="${escapeHtml(nonce)}">${ENHANCE}</script>`,
   });
@@ -109,6 +123,50 @@ function todoList(todos) {
     </section>`;
 }
 
+function signInPanel() {
+  return `<section class="card" aria-labelledby="shared-title">
+      <h2 id="shared-title">Shared notes</h2>
+      <p class="muted intro">Sign in to get a counter and notes that follow you: every browser and device signed in with the same name shares them, live. No password: it is a demo.</p>
+      <form method="post" action="/login" class="add login">
+        <label for="login-name">Sign in as</label>
+        <input id="login-name" name="name" required minlength="1" maxlength="32" pattern="[a-z0-9_\\-]{1,32}" placeholder="alice"
+          autocomplete="username" autocapitalize="none" spellcheck="false" title="1 to 32 characters: a-z, 0-9, _ and -">
+        <button>Sign in</button>
+      </form>
+    </section>`;
+}
+
+function sharedPanel(user, shared) {
+  const name = escapeHtml(user);
+  const full = shared.notes.length >= MAX_NOTES;
+  const items = shared.notes
+    .map((note) => {
+      const text = escapeHtml(note.text);
+      return `<li class="note">
+          <span class="text">${text}</span>
+          <form method="post" action="/shared/notes/remove"><input type="hidden" name="id" value="${escapeHtml(note.id)}"><button class="remove" aria-label="Delete note: ${text}" title="Delete">&times;</button></form>
+        </li>`;
+    })
+    .join("\n        ");
+  return `<section class="card shared" aria-labelledby="shared-title">
+      <h2 id="shared-title">Shared notes <span class="muted">signed in as <b id="user-name">${name}</b></span></h2>
+      <p class="muted intro" id="shared-hint">Shared with every device signed in as ${name}.</p>
+      <div class="counter small">
+        <form method="post" action="/shared/decrement"><button class="round" aria-label="Shared count down" title="Shared count down">&minus;</button></form>
+        <output id="shared-count" aria-live="polite" aria-label="Shared count">${escapeHtml(shared.count)}</output>
+        <form method="post" action="/shared/increment"><button class="round" aria-label="Shared count up" title="Shared count up">+</button></form>
+      </div>
+      <form method="post" action="/shared/notes" class="add">
+        <label for="note-text" class="visually-hidden">New note</label>
+        <input id="note-text" name="text" maxlength="${MAX_NOTE_LENGTH}" required autocomplete="off"
+          placeholder="${full ? `That is ${MAX_NOTES} notes already` : "A note for all your devices"}"${full ? " disabled" : ""}>
+        <button${full ? " disabled" : ""}>Save note</button>
+      </form>
+      ${shared.notes.length === 0 ? `<p class="empty muted">No notes yet.</p>` : `<ul class="notes">\n        ${items}\n      </ul>`}
+      <form method="post" action="/logout" class="logout"><button>Sign out</button></form>
+    </section>`;
+}
+
 function storePanel(info, now) {
   const rows = info.stored
     ? `<dl>
@@ -149,9 +207,9 @@ const FAVICON =
   encodeURIComponent(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="8" fill="#4f46e5"/><path d="M9 17l5 5 9-11" stroke="#fff" stroke-width="3.5" fill="none" stroke-linecap="round" stroke-linejoin="round"/></svg>`);
 
 const CSS = `
-:root { --bg: #f6f7fb; --card: #fff; --ink: #1c1e26; --muted: #6b7080; --line: #e3e5ee; --accent: #4f46e5; --accent-ink: #fff; --danger: #c2410c; --alert: #fff4e5; --alert-ink: #7a3e00; }
+:root { --bg: #f6f7fb; --card: #fff; --ink: #1c1e26; --muted: #6b7080; --line: #e3e5ee; --accent: #4f46e5; --accent-ink: #fff; --danger: #c2410c; --alert: #fff4e5; --alert-ink: #7a3e00; --live: #15803d; }
 @media (prefers-color-scheme: dark) {
-  :root { --bg: #14151b; --card: #1d1f27; --ink: #e9eaf0; --muted: #9a9fb2; --line: #2e3140; --accent: #8b85ff; --accent-ink: #111; --danger: #fb923c; --alert: #3a2a12; --alert-ink: #ffd9a8; }
+  :root { --bg: #14151b; --card: #1d1f27; --ink: #e9eaf0; --muted: #9a9fb2; --line: #2e3140; --accent: #8b85ff; --accent-ink: #111; --danger: #fb923c; --alert: #3a2a12; --alert-ink: #ffd9a8; --live: #4ade80; }
 }
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--ink); font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
@@ -189,6 +247,21 @@ dd { margin: 0; overflow-wrap: anywhere; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.85em; }
 .danger { color: var(--danger); border-color: currentColor; background: none; }
 .hint { margin: 0.75rem 0 0; }
+.live { display: none; margin-left: 0.4rem; vertical-align: middle; font-size: 0.75rem; font-weight: 600; letter-spacing: 0.02em; color: var(--live); border: 1px solid currentColor; border-radius: 999px; padding: 0.05rem 0.5rem 0.05rem 0.4rem; }
+.live::before { content: ""; display: inline-block; width: 0.45rem; height: 0.45rem; margin-right: 0.3rem; border-radius: 50%; background: currentColor; vertical-align: 0.05rem; }
+html[data-live="on"] .live { display: inline-block; }
+.intro { margin: 0 0 0.75rem; }
+.counter.small { margin-bottom: 0.75rem; }
+.counter.small .round { width: 2.4rem; height: 2.4rem; font-size: 1.25rem; }
+#shared-count { min-width: 4ch; text-align: center; font-size: 2rem; font-weight: 650; font-variant-numeric: tabular-nums; }
+.login { align-items: center; }
+.login label { color: var(--muted); white-space: nowrap; }
+.notes { list-style: none; margin: 0 0 0.75rem; padding: 0; }
+.note { display: flex; align-items: center; gap: 0.65rem; padding: 0.4rem 0; border-top: 1px solid var(--line); }
+.note form { display: flex; }
+.note .text { flex: 1; overflow-wrap: anywhere; }
+.shared .empty { margin: 0 0 0.75rem; }
+.logout { text-align: right; }
 footer { text-align: center; color: var(--muted); font-size: 0.85rem; margin-top: 1.5rem; }
 main[aria-busy="true"] button { cursor: progress; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
@@ -197,42 +270,51 @@ main[aria-busy="true"] button { cursor: progress; }
 // Progressive enhancement: with JavaScript, forms are sent with fetch() and the
 // new <main> replaces the old one, so the page does not flash or lose scroll.
 // Submissions go one after another, so the page always shows the latest state.
+//
+// Live sync: an EventSource on /events hears "record K is now at version V"
+// whenever this browser's (or its signed-in user's) state is stored, by any tab
+// or device; the page then fetches itself again and swaps in the new <main>,
+// keeping what is typed in its inputs. The stream follows the records this
+// browser had when it connected, so when those change (a first change creates a
+// record, "Clear" deletes it, signing in or out changes the user) it reconnects,
+// and tells this browser's other tabs to do the same.
 const ENHANCE = `
 (() => {
+  const root = document.documentElement;
   let queue = Promise.resolve();
+  let refreshQueued = false;
+  let source;
+  /** The page's data-follows when the stream connected. */
+  let following;
+  const tabs = typeof BroadcastChannel === "function" ? new BroadcastChannel("persist-session-demo") : undefined;
+
   document.addEventListener("submit", (event) => {
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || form.method !== "post") return;
     event.preventDefault();
     const body = new URLSearchParams(new FormData(form));
     const action = form.action;
-    // The add form empties at once (a second Enter must not add it twice) and gets its text back if refused.
-    const typed = form.classList.contains("add") ? body.get("text") : null;
+    // An add form empties at once (a second Enter must not add it twice) and gets its text back if refused.
+    const input = form.classList.contains("add") ? form.querySelector("input[id]") : null;
+    const typed = input === null ? null : { id: input.id, text: input.value };
     if (typed !== null) form.reset();
     queue = queue.then(() => send(action, body, typed));
   });
+
   async function send(action, body, typed) {
-    const main = document.querySelector("main");
-    main.setAttribute("aria-busy", "true");
+    document.querySelector("main").setAttribute("aria-busy", "true");
     try {
       const response = await fetch(action, { method: "POST", body, headers: { accept: "text/html" } });
-      if (!response.ok) throw new Error("The server answered " + response.status + ". Try again.");
-      // Only <main> is taken: parsing the whole page would meet its <style>, whose
-      // nonce is not this page's, and the Content-Security-Policy would complain.
       const html = await response.text();
-      const start = html.indexOf("<main");
-      const end = html.indexOf("</main>");
-      if (start === -1 || end === -1) throw new Error("The server sent an unexpected page. Reload to continue.");
-      const template = document.createElement("template");
-      template.innerHTML = html.slice(start, end + "</main>".length);
-      const next = template.content.querySelector("main");
-      document.querySelector("main").replaceWith(next);
+      if (!response.ok) throw new Error(messageOf(html) ?? "The server answered " + response.status + ". Try again.");
+      const next = swap(html);
       history.replaceState(null, "", "/");
-      const input = typed === null ? null : next.querySelector("#todo-text");
+      const input = typed === null ? null : next.querySelector("#" + typed.id);
       if (input !== null) {
-        if (new URL(response.url).searchParams.has("error")) input.value = typed;
+        if (new URL(response.url).searchParams.has("error")) input.value = typed.text;
         input.focus();
       }
+      announce();
     } catch (error) {
       const current = document.querySelector("main");
       current.removeAttribute("aria-busy");
@@ -242,9 +324,124 @@ const ENHANCE = `
       alert.setAttribute("role", "alert");
       alert.textContent = error instanceof TypeError ? "Cannot reach the server. Is it running?" : error.message;
       current.querySelector("header").after(alert);
-      const input = typed === null ? null : current.querySelector("#todo-text");
-      if (input !== null && input.value === "") input.value = typed;
+      const input = typed === null ? null : current.querySelector("#" + typed.id);
+      if (input !== null && input.value === "") input.value = typed.text;
     }
   }
+
+  /**
+   * Puts the <main> of a page's HTML in place of this one, keeping what is typed
+   * in the inputs and where the cursor is. Only <main> is taken: parsing the whole
+   * page would meet its <style>, whose nonce is not this page's, and the
+   * Content-Security-Policy would complain.
+   */
+  function swap(html) {
+    const next = mainOf(html);
+    if (next === null) throw new Error("The server sent an unexpected page. Reload to continue.");
+    const current = document.querySelector("main");
+    for (const input of current.querySelectorAll("input[id]:not([type=hidden])")) {
+      const twin = next.querySelector("#" + input.id);
+      if (input.value !== "" && twin instanceof HTMLInputElement && !twin.disabled) twin.value = input.value;
+    }
+    const active = document.activeElement;
+    const focused = active instanceof HTMLInputElement && active.id !== "" && current.contains(active) ? active : null;
+    current.replaceWith(next);
+    const twin = focused === null ? null : next.querySelector("#" + focused.id);
+    if (twin instanceof HTMLInputElement && !twin.disabled) {
+      twin.focus();
+      try { twin.setSelectionRange(focused.selectionStart, focused.selectionEnd, focused.selectionDirection); } catch {}
+    }
+    return next;
+  }
+
+  function mainOf(html) {
+    const start = html.indexOf("<main");
+    const end = html.indexOf("</main>");
+    if (start === -1 || end === -1) return null;
+    const template = document.createElement("template");
+    template.innerHTML = html.slice(start, end + "</main>".length);
+    return template.content.querySelector("main");
+  }
+
+  /** The sentence of an error page (400, 403, 413 …), if it is one. */
+  function messageOf(html) {
+    return mainOf(html)?.querySelector(".card p")?.textContent ?? null;
+  }
+
+  /** Fetches the page again and shows it; repeated calls while one waits are one refresh. */
+  function refresh() {
+    if (refreshQueued) return;
+    refreshQueued = true;
+    queue = queue.then(async () => {
+      refreshQueued = false;
+      try {
+        const response = await fetch("/", { headers: { accept: "text/html" }, cache: "no-store" });
+        if (!response.ok) return;
+        // A message on the page stays: it answers something this tab did, and the next action replaces it.
+        const alert = document.querySelector("main .alert");
+        const next = swap(await response.text());
+        if (alert !== null && next.querySelector(".alert") === null) next.querySelector("header").after(alert);
+        history.replaceState(null, "", "/");
+        announce();
+      } catch {
+        // Offline or restarting: the stream reconnects and asks again.
+      }
+    });
+  }
+
+  /** After a swap: if the records to follow changed, reconnect, and tell the other tabs. */
+  function announce() {
+    const follows = document.querySelector("main").dataset.follows;
+    if (follows === following) return;
+    connect(follows);
+    tabs?.postMessage(follows);
+  }
+
+  function shownVersions() {
+    try { return JSON.parse(document.querySelector("main").dataset.versions); } catch { return {}; }
+  }
+
+  function connect(follows) {
+    source?.close();
+    following = follows;
+    root.dataset.live = "connecting";
+    const stream = new EventSource("/events");
+    source = stream;
+    stream.addEventListener("ready", (event) => {
+      if (stream !== source) return;
+      root.dataset.live = "on";
+      // The ready event's id holds the versions stored now ("app-state=7,shared-notes=2"): if the page
+      // shows others, something changed between the page's request and this stream.
+      const stored = {};
+      for (const part of event.lastEventId.split(",")) {
+        const at = part.lastIndexOf("=");
+        if (at > 0) stored[part.slice(0, at)] = Number(part.slice(at + 1));
+      }
+      const shown = shownVersions();
+      if (Object.keys({ ...stored, ...shown }).some((key) => (stored[key] ?? 0) !== (shown[key] ?? 0))) refresh();
+    });
+    stream.addEventListener("change", (event) => {
+      if (stream !== source) return;
+      root.dataset.live = "on";
+      let change = {};
+      try { change = JSON.parse(event.data); } catch {}
+      // This page's own change comes back as an event too: no need to fetch what is shown.
+      if (typeof change.version === "number" && change.version > 0 && change.version <= shownVersions()[change.key]) return;
+      refresh();
+    });
+    stream.addEventListener("error", () => {
+      if (stream !== source) return;
+      root.dataset.live = "off";
+      // The browser retries by itself unless the server refused the stream.
+      if (stream.readyState === EventSource.CLOSED) setTimeout(() => source === stream && connect(following), 5000);
+    });
+  }
+
+  if (tabs !== undefined) tabs.onmessage = (event) => {
+    // Another tab of this browser changed what this browser's stream must follow (same cookies).
+    // Its new stream's ready event says whether this page is behind.
+    if (typeof event.data === "string" && event.data !== following) connect(event.data);
+  };
+  if (typeof EventSource === "function") connect(document.querySelector("main").dataset.follows);
 })();
 `;

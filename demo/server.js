@@ -1,5 +1,7 @@
 // The persist-session demo: a counter and a todo list that survive reloads,
-// new tabs and server restarts. Plain node:http, no framework.
+// new tabs and server restarts, and update live in every open tab; sign in with
+// a name for notes shared by every device signed in with it. Plain node:http,
+// no framework.
 //
 //   npm run demo                      # http://localhost:8501
 //   PORT=3000 npm run demo            # another port
@@ -7,12 +9,15 @@
 //   SESSION_SECRET=$(openssl rand -base64 48) npm run demo
 //
 // Every change is a POST answered with 303 See Other to "/" (post/redirect/get),
-// so the page works without JavaScript; page.js adds a fetch() layer on top.
+// so the page works without JavaScript; page.js adds a fetch() layer on top,
+// and an EventSource on /events that refreshes the page when another tab or
+// device changes this browser's (or this user's) state.
 import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { FileStore, clearCookieState, inspectState, persistSession } from "persist-session";
+import { createLogin, isValidName } from "./login.js";
 import { renderMessage, renderPage } from "./page.js";
-import { AppState, Refusal, addTodo, bump, removeTodo, toggleTodo } from "./state.js";
+import { AppState, Refusal, SharedNotes, addNote, addTodo, bump, removeNote, removeTodo, toggleTodo } from "./state.js";
 
 /** A form post is a few hundred bytes; anything far bigger is not from our page. */
 const MAX_BODY_BYTES = 8 * 1024;
@@ -29,6 +34,14 @@ const ACTIONS = new Map([
   ["/clear", (state) => clearCookieState(state)],
 ]);
 
+/** POST routes on the signed-in user's shared notes; signed out, they answer 303 to "/?error=signed-out". */
+const SHARED_ACTIONS = new Map([
+  ["/shared/increment", (shared) => bump(shared, 1)],
+  ["/shared/decrement", (shared) => bump(shared, -1)],
+  ["/shared/notes", (shared, form) => addNote(shared, form.get("text"))],
+  ["/shared/notes/remove", (shared, form) => removeNote(shared, form.get("id"))],
+]);
+
 class HttpError extends Error {
   constructor(status, title, text) {
     super(text);
@@ -41,15 +54,41 @@ const port = parsePort(process.env.PORT);
 const host = process.env.HOST || "127.0.0.1";
 const store = new FileStore({ dir: process.env.PERSIST_SESSION_DIR || ".persist-session" });
 let sessions;
+let login;
 try {
-  // Without SESSION_SECRET the store generates one in <dir>/.secret and logs a warning.
-  sessions = persistSession({ store, secret: process.env.SESSION_SECRET || undefined });
+  // Without SESSION_SECRET the store generates one in <dir>/.secret (persist-session logs a
+  // warning on the first request). The sign-in cookie's key is derived from the same secret;
+  // it is read here, before any request, so the two never race to create the file.
+  const secret = process.env.SESSION_SECRET || (await store.secret());
+  sessions = persistSession({
+    store,
+    secret: process.env.SESSION_SECRET || undefined,
+    // The user is whoever the verified demo-user cookie names; nothing else the client sends.
+    user: (request) => login.userOf(request),
+    // Signed out, the shared notes do not exist (the page shows the sign-in form instead).
+    anonymous: "reject",
+  });
+  login = createLogin(secret);
 } catch (error) {
   console.error(`demo: ${error.message}`);
   process.exit(1);
 }
 
+/** Open /events responses, ended at shutdown so it does not wait for them. */
+const eventStreams = new Set();
+
 const server = http.createServer((req, res) => {
+  // The events stream holds no lock and commits nothing: it stays outside the session middleware.
+  if (req.url === "/events" || req.url?.startsWith("/events?")) {
+    if (req.method !== "GET") {
+      res.writeHead(405, { allow: "GET", "content-type": "text/plain; charset=utf-8" }).end("GET only\n");
+      return;
+    }
+    eventStreams.add(res);
+    res.once("close", () => eventStreams.delete(res));
+    sessions.events(req, res);
+    return;
+  }
   sessions(req, res, () =>
     handle(req, res).catch((error) => {
       if (error instanceof HttpError) {
@@ -68,21 +107,43 @@ const server = http.createServer((req, res) => {
 async function handle(req, res) {
   const { pathname, searchParams } = new URL(req.url ?? "/", "http://demo.invalid");
 
+  const user = login.userOf(req);
+
   if (pathname === "/") {
     if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed("GET, HEAD", res);
     const state = new AppState();
-    sendPage(res, 200, (nonce) => renderPage({ state, info: inspectState(state), error: searchParams.get("error"), nonce }));
+    const shared = user === undefined ? undefined : new SharedNotes();
+    const view = { state, info: inspectState(state), user, shared, sharedInfo: shared && inspectState(shared), error: searchParams.get("error") };
+    sendPage(res, 200, (nonce) => renderPage({ ...view, nonce }));
+    return;
+  }
+
+  if (pathname === "/login" || pathname === "/logout") {
+    if (req.method !== "POST") throw methodNotAllowed("POST", res);
+    refuseCrossSite(req);
+    const form = await readForm(req);
+    let cookie = login.signOutCookie();
+    if (pathname === "/login") {
+      const name = form.get("name");
+      if (!isValidName(name)) throw new HttpError(400, "Not a name we take", "A name is 1 to 32 characters: lowercase letters a-z, digits, _ and -.");
+      cookie = login.signInCookie(name);
+    }
+    res.writeHead(303, { location: "/", "cache-control": "no-store", "content-length": 0, "set-cookie": [cookie] });
+    res.end();
     return;
   }
 
   const action = ACTIONS.get(pathname);
-  if (action === undefined) throw new HttpError(404, "Not found", "There is no page here.");
+  const sharedAction = SHARED_ACTIONS.get(pathname);
+  if (action === undefined && sharedAction === undefined) throw new HttpError(404, "Not found", "There is no page here.");
   if (req.method !== "POST") throw methodNotAllowed("POST", res);
+  refuseCrossSite(req);
   const form = await readForm(req);
-  const state = new AppState();
   let location = "/";
   try {
-    await action(state, form);
+    if (action !== undefined) await action(new AppState(), form);
+    else if (user === undefined) throw new Refusal("signed-out");
+    else await sharedAction(new SharedNotes(), form);
   } catch (error) {
     if (!(error instanceof Refusal)) throw error;
     location = `/?error=${error.code}`;
@@ -116,6 +177,19 @@ function readForm(req) {
     // The client went away mid-body; nobody is left to read an answer.
     req.on("error", () => reject(new HttpError(400, "Bad request", "The request was cut off.")));
   });
+}
+
+/**
+ * Browsers say where a form post comes from (Sec-Fetch-Site, sent to https and
+ * localhost origins). A post from another site is refused: it would sign this
+ * browser in as someone else, or change its state behind its back.
+ */
+function refuseCrossSite(req) {
+  const site = req.headers["sec-fetch-site"];
+  if (site !== undefined && site !== "same-origin" && site !== "none") {
+    req.resume();
+    throw new HttpError(403, "Forbidden", "This form only works from the demo's own page.");
+  }
 }
 
 function methodNotAllowed(allow, res) {
@@ -166,6 +240,8 @@ async function stop() {
   if (stopping) process.exit(1); // a second Ctrl-C: do not wait any longer
   stopping = true;
   const closed = new Promise((resolve) => server.close(resolve));
+  // Open events streams would keep their connections busy until the grace period ends.
+  for (const res of eventStreams) res.end(() => server.closeIdleConnections());
   server.closeIdleConnections();
   const dropStragglers = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS).unref();
   await closed;

@@ -8,6 +8,8 @@ import { persist } from "persist-session";
 
 export const MAX_TODO_LENGTH = 200;
 export const MAX_TODOS = 100;
+export const MAX_NOTE_LENGTH = 140;
+export const MAX_NOTES = 20;
 
 /** One browser's counter and todo list; `new AppState()` inside a request returns that browser's copy. */
 export const AppState = persist("app-state")(
@@ -19,18 +21,31 @@ export const AppState = persist("app-state")(
 );
 
 /**
+ * A signed-in user's counter and notes: one record per user, shared by every
+ * device signed in with that name. No cookie carries it; persist-session picks
+ * the record from the `user` resolver (the verified demo-user cookie).
+ */
+export const SharedNotes = persist("shared-notes", { scope: "user" })(
+  class SharedNotes {
+    count = 0;
+    /** @type {Array<{ id: string, text: string }>} */
+    notes = [];
+  },
+);
+
+/**
  * Why a change was refused; the page turns the code into a sentence.
  * The codes travel in the redirect's query string, so never put user text in them.
  */
 export class Refusal extends Error {
-  /** @param {"empty" | "too-long" | "too-many" | "not-found"} code */
+  /** @param {"empty" | "too-long" | "too-many" | "not-found" | "note-empty" | "note-too-long" | "notes-full" | "note-not-found" | "signed-out"} code */
   constructor(code) {
     super(code);
     this.code = code;
   }
 }
 
-/** @param {InstanceType<typeof AppState>} state @param {1 | -1} step */
+/** @param {{ count: number }} state @param {1 | -1} step */
 export function bump(state, step) {
   state.count += step;
 }
@@ -57,4 +72,20 @@ export function removeTodo(state, id) {
   const index = state.todos.findIndex((item) => item.id === id);
   if (index === -1) throw new Refusal("not-found");
   state.todos.splice(index, 1);
+}
+
+/** @param {InstanceType<typeof SharedNotes>} shared @param {unknown} input */
+export function addNote(shared, input) {
+  const text = typeof input === "string" ? input.replace(/\s+/g, " ").trim() : "";
+  if (text === "") throw new Refusal("note-empty");
+  if ([...text].length > MAX_NOTE_LENGTH) throw new Refusal("note-too-long");
+  if (shared.notes.length >= MAX_NOTES) throw new Refusal("notes-full");
+  shared.notes.push({ id: randomUUID().slice(0, 8), text });
+}
+
+/** @param {InstanceType<typeof SharedNotes>} shared @param {unknown} id */
+export function removeNote(shared, id) {
+  const index = shared.notes.findIndex((note) => note.id === id);
+  if (index === -1) throw new Refusal("note-not-found");
+  shared.notes.splice(index, 1);
 }
