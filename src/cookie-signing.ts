@@ -14,6 +14,14 @@ export const SIGNED_VALUE_LENGTH = 36 + 1 + SIGNATURE_LENGTH;
 /** Versioned so a future format can never be confused with this one. */
 const SIGNING_CONTEXT = "persist-session/v1";
 export const MIN_SECRET_LENGTH = 32;
+/** Signatures of recently verified (key, id) pairs kept per signer; see {@link CookieSigner.verify}. */
+const VERIFIED_CACHE_SIZE = 1000;
+
+/** A signature that verified: which secret made it, and its canonical base64url text as bytes. */
+interface KnownSignature {
+  readonly secretIndex: number;
+  readonly expected: Buffer;
+}
 
 /** Strict lowercase UUIDv4 syntax check; run it before an id goes near a store. */
 export function isUuidV4(id: string): boolean {
@@ -30,6 +38,8 @@ export interface VerifiedCookie {
 /** Signs and verifies `<uuidv4>.<base64url HMAC-SHA256(key, id)>` cookie values. */
 export class CookieSigner {
   readonly #secrets: readonly string[];
+  /** By `<key>\n<id>`, oldest first: the expected signature of pairs that verified lately. */
+  readonly #known = new Map<string, KnownSignature>();
 
   constructor(secrets: readonly string[]) {
     assertSecrets(secrets);
@@ -50,15 +60,35 @@ export class CookieSigner {
     const id = value.slice(0, 36);
     const given = value.slice(37);
     if (!isUuidV4(id) || !SIGNATURE.test(given)) return undefined;
-    const givenBytes = Buffer.from(given, "base64url");
-    // base64url has 4 spellings of the last character's low bits; only the canonical one is ours.
-    if (givenBytes.toString("base64url") !== given) return undefined;
+    // The text itself is compared with the canonical base64url text of the MAC: base64url has
+    // 4 spellings of the last character's low bits, and only the canonical one is ours.
+    const givenBytes = Buffer.from(given, "latin1");
+    // The HMAC was a tenth of a hot-session request's CPU (bench/README.md), and a browser
+    // sends the same value with every request: the MAC of a (key, id) pair that verified is
+    // kept and compared again, in constant time as always. The cache is looked up by key and
+    // id only, never by the signature a client sent, so a wrong signature is still compared
+    // byte for byte by timingSafeEqual, and a miss (or a mismatch) computes the MACs afresh.
+    const cacheKey = `${key}\n${id}`;
+    const known = this.#known.get(cacheKey);
+    if (known !== undefined && timingSafeEqual(givenBytes, known.expected)) {
+      return { id, stale: known.secretIndex !== 0 };
+    }
     for (let i = 0; i < this.#secrets.length; i++) {
-      if (timingSafeEqual(givenBytes, signature(this.#secrets[i]!, key, id))) {
+      // Not Buffer.from(): its small buffers are slices of a shared 8 KiB pool, and a kept slice would keep the pool.
+      const expected = Buffer.alloc(SIGNATURE_LENGTH);
+      expected.write(signature(this.#secrets[i]!, key, id).toString("base64url"), "latin1");
+      if (timingSafeEqual(givenBytes, expected)) {
+        this.#remember(cacheKey, { secretIndex: i, expected });
         return { id, stale: i !== 0 };
       }
     }
     return undefined;
+  }
+
+  /** Only values that verified get in, so clients cannot flush the cache with made-up ids. */
+  #remember(cacheKey: string, known: KnownSignature): void {
+    if (this.#known.size >= VERIFIED_CACHE_SIZE) this.#known.delete(this.#known.keys().next().value!);
+    this.#known.set(cacheKey, known);
   }
 }
 

@@ -66,6 +66,50 @@ describe("CookieSigner", () => {
   });
 });
 
+describe("CookieSigner after a value verified (its MAC is remembered)", () => {
+  const freshSigner = () => new CookieSigner([SECRET]);
+  const value = freshSigner().sign("app-state", ID);
+  const spellings = (signed: string) => {
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const index = alphabet.indexOf(signed.at(-1)!);
+    return [1, 2, 3].map((step) => signed.slice(0, -1) + alphabet[(index & ~3) | ((index + step) & 3)]!);
+  };
+
+  it("still refuses a wrong signature for that id, and another spelling of the right one", () => {
+    const signer = freshSigner();
+    expect(signer.verify("app-state", value)).toEqual({ id: ID, stale: false });
+    for (let index = 37; index < value.length; index += 7) {
+      const flipped = value.slice(0, index) + (value[index] === "A" ? "B" : "A") + value.slice(index + 1);
+      expect(signer.verify("app-state", flipped), `signature character ${index} changed`).toBeUndefined();
+    }
+    for (const twin of spellings(value)) expect(signer.verify("app-state", twin)).toBeUndefined();
+    // The remembered pair is untouched by those attempts.
+    expect(signer.verify("app-state", value)).toEqual({ id: ID, stale: false });
+  });
+
+  it("does not let the value open another key", () => {
+    const signer = freshSigner();
+    for (let i = 0; i < 3; i++) expect(signer.verify("app-state", value)).toEqual({ id: ID, stale: false });
+    expect(signer.verify("admin-prefs", value)).toBeUndefined();
+  });
+
+  it("keeps reporting a value of an older secret as stale, every time", () => {
+    const rotated = new CookieSigner([OTHER, SECRET]);
+    for (let i = 0; i < 3; i++) expect(rotated.verify("app-state", value)).toEqual({ id: ID, stale: true });
+    const current = rotated.sign("app-state", ID);
+    for (let i = 0; i < 3; i++) expect(rotated.verify("app-state", current)).toEqual({ id: ID, stale: false });
+  });
+
+  it("verifies every one of more values than it remembers, again and again", () => {
+    const signer = freshSigner();
+    const ids = Array.from({ length: 1500 }, (_, i) => `3b241101-e2bb-4255-8caf-${i.toString(16).padStart(12, "0")}`);
+    const values = ids.map((id) => signer.sign("app-state", id));
+    for (let round = 0; round < 2; round++) {
+      values.forEach((signed, i) => expect(signer.verify("app-state", signed)).toEqual({ id: ids[i], stale: false }));
+    }
+  });
+});
+
 describe("isUuidV4", () => {
   it.each([
     [ID, true],
