@@ -3,9 +3,9 @@ import type { RequestSession } from "./request-session.js";
 
 const storage = new AsyncLocalStorage<RequestSession>();
 
-/** Runs `fn` with `session` as the current request's state. */
-export function runInRequest<T>(session: RequestSession, fn: () => T): T {
-  return storage.run(session, fn);
+/** Runs `fn(...args)` with `session` as the current request's state. */
+export function runInRequest<T, A extends unknown[]>(session: RequestSession, fn: (...args: A) => T, ...args: A): T {
+  return storage.run(session, fn, ...args);
 }
 
 /** The current request's state, or `undefined` outside a request running under `sessions`. */

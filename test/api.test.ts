@@ -12,6 +12,7 @@ import {
   type PersistSessionOptions,
   type SessionStore,
 } from "../src/index.js";
+import { listen } from "./helpers/http.js";
 import { wrapStore } from "./helpers/wrap-store.js";
 import { SECRET } from "./suites/behaviour.js";
 
@@ -199,6 +200,41 @@ describe("the request context", () => {
     expect(after.value).toMatchObject({ key: "api-cart", stored: true, version: 1, changed: false, location: "memory of this process" });
     expect(after.value.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(after.value.bytes).toBeGreaterThan(10);
+  });
+});
+
+describe("the node:http adapter and later middleware", () => {
+  it("keeps a wrapper that a later middleware put on res.write and res.end (as compression does) for the whole response", async () => {
+    const sessions = persistSession({ secret: SECRET, store: new MemoryStore(), logger: quiet, sweepInterval: 0 });
+    open.push(sessions);
+    const seen: string[] = [];
+    const server = await listen((req, res) =>
+      sessions(req, res, async () => {
+        // A middleware mounted after `sessions` wraps the (gated) methods.
+        const { write, end } = res;
+        res.write = function (this: typeof res, chunk: unknown, ...rest: unknown[]) {
+          seen.push(`write ${String(chunk)}`);
+          return (write as (...args: unknown[]) => boolean).call(this, String(chunk).toUpperCase(), ...rest);
+        } as typeof res.write;
+        res.end = function (this: typeof res, chunk?: unknown, ...rest: unknown[]) {
+          seen.push(`end ${String(chunk)}`);
+          return (end as (...args: unknown[]) => typeof res).call(this, chunk === undefined ? chunk : String(chunk).toUpperCase(), ...rest);
+        } as typeof res.end;
+        new Cart().items.push({ sku: "a", qty: 1 }); // a change: the first write is the commit point
+        res.write("first ");
+        await new Promise((resolve) => setTimeout(resolve, 20)); // the record is stored meanwhile
+        res.write("second ");
+        res.end("last");
+      }),
+    );
+    try {
+      const response = await fetch(server.url);
+      expect(await response.text()).toBe("FIRST SECOND LAST");
+      expect(response.headers.getSetCookie()).toHaveLength(1);
+      expect(seen).toEqual(["write first ", "write second ", "end last"]);
+    } finally {
+      await server.close();
+    }
   });
 });
 

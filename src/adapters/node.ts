@@ -8,9 +8,6 @@ import { failureStatus, logFailure } from "./failure.js";
 /** Connect-style `next`: Express, Connect and a plain `() => handler(req, res)` all fit. */
 export type NextFunction = (error?: unknown) => unknown;
 
-const GATED = ["writeHead", "write", "end", "flushHeaders"] as const;
-type Gated = (typeof GATED)[number];
-
 /**
  * Runs `next` inside the request's session and holds the response at its
  * commit point: the first of writeHead/write/end/flushHeaders commits the
@@ -31,26 +28,49 @@ export function handleNodeRequest(core: SessionCore, req: IncomingMessage, res: 
   }
 }
 
-function run(core: SessionCore, session: RequestSession, res: ServerResponse, next: NextFunction | undefined): void {
-  gateResponse(core, session, res);
-  if (next === undefined) return;
-  runInRequest(session, () => {
-    try {
-      const result = next();
-      if (isPromise(result)) result.catch((error: unknown) => fail(core, res, error));
-    } catch (error) {
-      fail(core, res, error);
-    }
-  });
+// What the gates on `res` do (see run):
+/** Nothing sent yet: the first gated call is the commit point. */
+const OPEN = 0;
+/** Committed; calls are queued until the state is stored. */
+const WAITING = 1;
+/** Stored (or nothing to store): calls go straight to the originals. */
+const DONE = 2;
+/** The commit or its write failed and the failure was answered: calls are dropped. */
+const FAILED = 3;
+
+function callNext(core: SessionCore, res: ServerResponse, next: NextFunction): void {
+  try {
+    const result = next();
+    if (isPromise(result)) result.catch((error: unknown) => fail(core, res, error));
+  } catch (error) {
+    fail(core, res, error);
+  }
 }
 
-function gateResponse(core: SessionCore, session: RequestSession, res: ServerResponse): void {
-  const originals = Object.fromEntries(GATED.map((name) => [name, res[name]])) as Pick<ServerResponse, Gated>;
-  const queued: Array<[Gated, unknown[]]> = [];
-  let phase: "open" | "waiting" | "done" = "open";
-  const restore = () => {
-    phase = "done";
-    for (const name of GATED) (res as unknown as Record<Gated, unknown>)[name] = originals[name];
+/**
+ * Puts a gate on writeHead/write/end/flushHeaders of `res`, then runs `next`
+ * in the request's context. The gates stay for the whole response and pass
+ * calls on once the state is stored: putting the originals back cost as much
+ * as the gating (Express changes `res`'s prototype per request, after which
+ * every property store on it is slow; bench/README.md), and four stores per
+ * request are half of eight.
+ */
+function run(core: SessionCore, session: RequestSession, res: ServerResponse, next: NextFunction | undefined): void {
+  type Method = (this: ServerResponse, ...args: unknown[]) => unknown;
+  const writeHead = res.writeHead as Method;
+  const write = res.write as Method;
+  const end = res.end as Method;
+  const flushHeaders = res.flushHeaders as Method;
+  let phase = OPEN;
+  /** Calls held while the write is in flight: method, arguments, method, arguments, … */
+  let queued: unknown[] | undefined;
+
+  const release = () => {
+    if (phase !== WAITING) return;
+    phase = DONE;
+    const calls = queued!;
+    queued = undefined;
+    for (let i = 0; i < calls.length; i += 2) (calls[i] as Method).apply(res, calls[i + 1] as unknown[]);
   };
   /**
    * Answers with the failure's status, then drops what the handler still
@@ -58,56 +78,63 @@ function gateResponse(core: SessionCore, session: RequestSession, res: ServerRes
    * response that nobody listens to, and it would crash the process.
    */
   const failResponse = (error: unknown) => {
-    restore();
-    queued.length = 0;
-    fail(core, res, error);
-    const dropped: Record<Gated, (...args: unknown[]) => unknown> = {
-      writeHead: () => res,
-      flushHeaders: () => undefined,
-      write: () => false,
-      // Ending again is harmless without data, and runs the handler's callback.
-      end: (...args) => (originals.end as (...a: unknown[]) => unknown).apply(res, args.filter((arg) => typeof arg === "function")),
-    };
-    for (const name of GATED) (res as unknown as Record<Gated, unknown>)[name] = dropped[name];
-  };
-  const commit = (): CommitResult | undefined => {
+    queued = undefined;
+    phase = DONE; // the failure answer goes through the gates to the originals
     try {
-      return session.commit();
-    } catch (error) {
-      failResponse(error);
-      return undefined;
+      fail(core, res, error);
+    } finally {
+      phase = FAILED;
     }
   };
-
-  for (const name of GATED) {
-    (res as unknown as Record<Gated, (...args: unknown[]) => unknown>)[name] = function gated(this: ServerResponse, ...args: unknown[]) {
-      if (phase === "open") {
-        const result = commit();
-        if (result === undefined) return name === "write" ? false : res;
-        addSetCookies(res, result.setCookies, name === "writeHead" ? args : undefined);
-        if (result.durable === undefined) {
-          restore();
-          return (originals[name] as (...a: unknown[]) => unknown).apply(res, args);
+  /** After a failure: what the handler still writes goes nowhere. */
+  const drop = (original: Method, args: unknown[]): unknown => {
+    if (original === write) return false;
+    if (original === flushHeaders) return undefined;
+    // Ending again is harmless without data, and runs the handler's callback.
+    if (original === end) return end.apply(res, args.filter((arg) => typeof arg === "function"));
+    return res;
+  };
+  /** `held` is what a queued call returns, as the original would have. */
+  const gate = (original: Method, held: unknown): Method =>
+    function gated(this: ServerResponse, ...args: unknown[]): unknown {
+      if (phase === DONE) return original.apply(res, args);
+      if (phase === OPEN) {
+        let result: CommitResult;
+        try {
+          result = session.commit();
+        } catch (error) {
+          failResponse(error);
+          return original === write ? false : res;
         }
-        phase = "waiting";
-        result.durable.then(
-          () => {
-            restore();
-            for (const [queuedName, queuedArgs] of queued.splice(0)) {
-              (originals[queuedName] as (...a: unknown[]) => unknown).apply(res, queuedArgs);
-            }
-          },
-          (error: unknown) => failResponse(error),
-        );
+        addSetCookies(res, result.setCookies, original === writeHead ? args : undefined);
+        if (result.durable === undefined) {
+          phase = DONE;
+          return original.apply(res, args);
+        }
+        phase = WAITING;
+        queued = [];
+        result.durable.then(release, failResponse);
       }
-      queued.push([name, args]);
-      return name === "write" ? true : name === "flushHeaders" ? undefined : res;
+      if (phase === FAILED) return drop(original, args);
+      queued!.push(original, args);
+      return held;
     };
-  }
+
+  const mutable = res as unknown as Record<"writeHead" | "write" | "end" | "flushHeaders", Method>;
+  mutable.writeHead = gate(writeHead, res);
+  mutable.write = gate(write, true);
+  mutable.end = gate(end, res);
+  mutable.flushHeaders = gate(flushHeaders, undefined);
+
+  if (next !== undefined) runInRequest(session, callNext, core, res, next);
+
   // A client that leaves before the response must not keep the browser's records locked.
+  // A handler that answered at once has committed already and needs no listener: 'close'
+  // comes on a later tick, so none is missed.
+  if (phase !== OPEN) return;
   res.once("close", () => {
-    if (phase !== "open") return;
-    restore();
+    if (phase !== OPEN) return;
+    phase = DONE;
     try {
       void session.commit().durable?.catch((error: unknown) => logFailure(core, error));
     } catch (error) {
