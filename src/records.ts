@@ -17,6 +17,18 @@ interface Batch {
   readonly waiters: Array<{ resolve(): void; reject(error: unknown): void }>;
 }
 
+/**
+ * Where an entry's writes go: one per {@link RecordManager}, so a write
+ * allocates no closures of its own (the write path runs on every commit).
+ */
+interface WriteTarget {
+  apply(entry: RecordEntry, op: WriteOp): Promise<void>;
+  /** After `op` is stored, before its waiters hear of it; never throws. */
+  stored(entry: RecordEntry, op: WriteOp): void;
+  /** After each batch, once the next one (if any) has started. */
+  settled(entry: RecordEntry): void;
+}
+
 interface LockWaiter {
   resolve(): void;
   reject(error: unknown): void;
@@ -111,11 +123,11 @@ export class RecordEntry {
   }
 
   /** Queues `op` behind the write in flight; queued ops coalesce, the last one wins. */
-  enqueue(op: WriteOp, run: (op: WriteOp) => Promise<void>): Promise<void> {
+  enqueue(op: WriteOp, target: WriteTarget): Promise<void> {
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject };
       if (this.#writing === undefined) {
-        this.#start({ op, waiters: [waiter] }, run);
+        this.#start({ op, waiters: [waiter] }, target);
       } else if (this.#pending === undefined) {
         this.#pending = { op, waiters: [waiter] };
       } else {
@@ -131,33 +143,39 @@ export class RecordEntry {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  #start(batch: Batch, run: (op: WriteOp) => Promise<void>): void {
+  #start(batch: Batch, target: WriteTarget): void {
     this.#writing = batch;
-    run(batch.op).then(
-      () => {
-        for (const waiter of batch.waiters) waiter.resolve();
-        this.#next(run);
-      },
-      (error: unknown) => {
-        // Later queued snapshots were built on the failed one: fail them too.
-        const failed = [...batch.waiters, ...(this.#pending?.waiters ?? [])];
-        this.#pending = undefined;
-        this.stale = true;
-        for (const waiter of failed) waiter.reject(error);
-        this.#next(run);
-      },
-    );
+    const failed = (error: unknown) => {
+      // Later queued snapshots were built on the failed one: fail them too.
+      const waiters = [...batch.waiters, ...(this.#pending?.waiters ?? [])];
+      this.#pending = undefined;
+      this.stale = true;
+      for (const waiter of waiters) waiter.reject(error);
+      this.#next(target);
+    };
+    let stored: Promise<void>;
+    try {
+      stored = target.apply(this, batch.op);
+    } catch (error) {
+      stored = Promise.reject(error); // a store that throws instead of rejecting
+    }
+    stored.then(() => {
+      target.stored(this, batch.op);
+      for (const waiter of batch.waiters) waiter.resolve();
+      this.#next(target);
+    }, failed);
   }
 
-  #next(run: (op: WriteOp) => Promise<void>): void {
+  #next(target: WriteTarget): void {
     this.#writing = undefined;
     const pending = this.#pending;
     this.#pending = undefined;
     if (pending !== undefined) {
-      this.#start(pending, run);
-      return;
+      this.#start(pending, target);
+    } else {
+      for (const resolve of this.#idleWaiters.splice(0)) resolve();
     }
-    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    target.settled(this);
   }
 }
 
@@ -175,11 +193,30 @@ export interface RecordManagerOptions {
 export class RecordManager {
   readonly #entries = new Map<string, RecordEntry>();
   #sweeping: Promise<number> | undefined;
+  readonly #writeTarget: WriteTarget;
 
   constructor(
     readonly store: SessionStore,
     readonly options: RecordManagerOptions,
-  ) {}
+  ) {
+    this.#writeTarget = {
+      apply: (entry, op) => {
+        const stored = this.#apply(entry.id, op, entry.lease);
+        // The interface asks for a Promise; a store returning something else still counts as done.
+        return stored instanceof Promise ? stored : Promise.resolve(stored);
+      },
+      stored: (entry, op) => {
+        try {
+          if (op.kind === "set") this.options.onStored?.(entry.id, op.record.key, op.record.version);
+          else if (op.kind === "delete") this.options.onStored?.(entry.id, entry.recordKey, 0);
+        } catch (error) {
+          // The write is stored: a listener's failure must not fail the requests waiting for it.
+          this.options.logger.error(`persist-session: telling listeners that record ${entry.id} changed failed.`, error);
+        }
+      },
+      settled: (entry) => this.#settle(entry),
+    };
+  }
 
   /** The entry for `id`, created when this process has none. */
   entry(id: string): RecordEntry {
@@ -264,16 +301,7 @@ export class RecordManager {
 
   /** Queues a write of the entry; resolves once it (or a later write that includes it) is stored. */
   write(entry: RecordEntry, op: WriteOp): Promise<void> {
-    const done = entry.enqueue(op, async (next) => {
-      await this.#apply(entry.id, next, entry.lease);
-      if (next.kind === "set") this.options.onStored?.(entry.id, next.record.key, next.record.version);
-      else if (next.kind === "delete") this.options.onStored?.(entry.id, entry.recordKey, 0);
-    });
-    void done.then(
-      () => this.#settle(entry),
-      () => this.#settle(entry),
-    );
-    return done;
+    return entry.enqueue(op, this.#writeTarget);
   }
 
   release(entry: RecordEntry): void {
