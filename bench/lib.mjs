@@ -48,6 +48,17 @@ export function startChild(script, args, { execArgv = [], env = {}, timeoutMs = 
         child.on("message", onMessage);
         child.send("memory");
       }),
+    /** Asks the child for process.cpuUsage(): user and system CPU time in µs. */
+    cpu: () =>
+      new Promise((resolve) => {
+        const onMessage = (message) => {
+          if (message?.cpu === undefined) return;
+          child.off("message", onMessage);
+          resolve(message.cpu);
+        };
+        child.on("message", onMessage);
+        child.send("cpu");
+      }),
     /** Stops the child (politely, then by force) and resolves once it is gone. */
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return exited;

@@ -75,7 +75,11 @@ export async function measure(variant, scenario, round, { library } = {}) {
     await sleep(100);
     const before = cookie !== undefined ? Number((await get(port, "/read", { cookie })).body) : undefined;
     await get(port, "/__calls?reset");
+    const cpuBefore = await server.cpu();
     const result = await load(port, { duration: DURATION, cookie });
+    const cpuAfter = await server.cpu();
+    // The server's own CPU time per response: unlike req/s, barely moved by other work on the machine.
+    result.cpuPerRequest = (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / result.total;
     // Let responses that autocannon stopped waiting for finish their writes before reading back.
     await sleep(250);
     const calls = Number((await get(port, "/__calls")).body);

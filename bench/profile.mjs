@@ -5,13 +5,14 @@
 //
 //   node bench/profile.mjs [variant …]      default: ps-file-http ps-memory-http
 //   node bench/profile.mjs --analyze file.cpuprofile
-//   BENCH_PROFILE_DURATION=10 (s)
+//   BENCH_PROFILE_DURATION=10 (s), BENCH_PROFILE_SCENARIO=hot (or new: no cookie, a new session per request)
 // Profiles are kept in bench/.data/profiles/ (ignored by git) for Chrome DevTools.
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { BENCH_DIR, DATA_DIR, ROOT_DIR, cookieFrom, formatNumber, get, markdownTable, sleep, startChild } from "./lib.mjs";
 
 const DURATION = Number(process.env.BENCH_PROFILE_DURATION ?? 10);
+const SCENARIO = process.env.BENCH_PROFILE_SCENARIO ?? "hot";
 const PROFILE_DIR = join(DATA_DIR, "profiles");
 
 /** Where a call frame comes from, short: `dist/records.js`, `node:internal/…`, `express`. */
@@ -88,16 +89,16 @@ export function analyze(file, top = 25) {
 async function profileVariant(variant) {
   const { default: autocannon } = await import("autocannon");
   const dataDir = join(DATA_DIR, `profile-${process.pid}`, variant);
-  const name = `${variant}.cpuprofile`;
+  const name = `${variant}${SCENARIO === "hot" ? "" : `-${SCENARIO}`}.cpuprofile`;
   mkdirSync(PROFILE_DIR, { recursive: true });
   const server = startChild(join(BENCH_DIR, "server.mjs"), [variant, dataDir], {
     execArgv: ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR, "--cpu-prof-name", name],
   });
   try {
     const port = await server.ready;
-    const cookie = cookieFrom((await get(port, "/")).headers);
-    const result = await autocannon({ url: `http://127.0.0.1:${port}/`, connections: 10, duration: DURATION, headers: { cookie } });
-    console.log(`${variant}: ${formatNumber(result.requests.average)} req/s under the profiler (profiling slows it down)`);
+    const cookie = SCENARIO === "hot" ? cookieFrom((await get(port, "/")).headers) : undefined;
+    const result = await autocannon({ url: `http://127.0.0.1:${port}/`, connections: 10, duration: DURATION, headers: cookie ? { cookie } : {} });
+    console.log(`${variant} (${SCENARIO}): ${formatNumber(result.requests.average)} req/s under the profiler (profiling slows it down)`);
     await sleep(200);
   } finally {
     await server.stop();

@@ -171,6 +171,7 @@ async function stop() {
 }
 process.on("message", (message) => {
   if (message === "stop") void stop();
+  if (message === "cpu") process.send?.({ cpu: process.cpuUsage() });
   if (message === "memory") {
     globalThis.gc?.();
     const { rss, heapUsed } = process.memoryUsage();
