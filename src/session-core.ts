@@ -130,6 +130,8 @@ export class SessionCore {
   #closed = false;
   /** Set-Cookie lines by `<secure> <key> <id>`, oldest first. */
   readonly #cookieLines = new Map<string, string>();
+  /** What follows `name=value` in a live session cookie, for plain and secure requests. */
+  readonly #liveAttributes: [string | undefined, string | undefined] = [undefined, undefined];
 
   constructor(options: PersistSessionOptions) {
     if (typeof options !== "object" || options === null) {
@@ -320,8 +322,15 @@ export class SessionCore {
     let line = this.#cookieLines.get(cacheKey);
     if (line !== undefined) return line;
     const signer = this.#signer as CookieSigner;
-    // Round up: a ttl under a second would otherwise send Max-Age=0, which deletes the cookie at once.
-    line = this.#serializeCookie(key, signer.sign(key, id), Math.ceil(this.ttlMs / 1000), secure);
+    // The attributes never change, and serializing them was a tenth of a new session's CPU.
+    // Keys are checked cookie names at @persist and signed values are base64url: no escaping needed.
+    let attributes = this.#liveAttributes[secure ? 1 : 0];
+    if (attributes === undefined) {
+      // Round up: a ttl under a second would otherwise send Max-Age=0, which deletes the cookie at once.
+      attributes = this.#serializeCookie("k", "v", Math.ceil(this.ttlMs / 1000), secure).slice("k=v".length);
+      this.#liveAttributes[secure ? 1 : 0] = attributes;
+    }
+    line = `${key}=${signer.sign(key, id)}${attributes}`;
     if (this.#cookieLines.size >= COOKIE_LINE_CACHE_SIZE) this.#cookieLines.delete(this.#cookieLines.keys().next().value!);
     this.#cookieLines.set(cacheKey, line);
     return line;
