@@ -331,6 +331,18 @@ describe("cookie attributes", () => {
     expect(response.headers.getSetCookie()[0]).toMatch(/; Secure/);
   });
 
+  it("uses the configured path, domain and SameSite on the session cookie and on its expiry", async () => {
+    const shop = app(new MemoryStore(), { ttl: 600, cookie: { path: "/shop", domain: "example.test", sameSite: "strict" } });
+    const { response } = await shop.run(change, "https://example.test/shop");
+    expect(response.headers.getSetCookie()).toEqual([
+      expect.stringMatching(/^api-cart=[0-9a-f-]{36}\.[A-Za-z0-9_-]{43}; Max-Age=600; Domain=example\.test; Path=\/shop; HttpOnly; Secure; SameSite=Strict$/),
+    ]);
+    const cleared = await shop.run(() => clearCookieState(new Cart()), "https://example.test/shop");
+    expect(cleared.response.headers.getSetCookie()).toEqual([
+      "api-cart=; Max-Age=0; Domain=example.test; Path=/shop; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Strict",
+    ]);
+  });
+
   it("renews the expiry (rolling) once a tenth of the ttl has passed, without a change", async () => {
     const store = new MemoryStore();
     const shop = app(store, { ttl: 1000 });
