@@ -15,6 +15,7 @@ type Listener = (change: RecordChange) => void;
  */
 export class ChangeFeed {
   readonly #listeners = new Map<string, Set<Listener>>();
+  #subscriptions = 0;
 
   /** Calls `listener` for changes of any of `ids`; returns the unsubscribe function. */
   subscribe(ids: Iterable<string>, listener: Listener): () => void {
@@ -27,7 +28,12 @@ export class ChangeFeed {
       }
       listeners.add(listener);
     }
+    this.#subscriptions++;
+    let active = true;
     return () => {
+      if (!active) return;
+      active = false;
+      this.#subscriptions--;
       for (const id of subscribed) {
         const listeners = this.#listeners.get(id);
         listeners?.delete(listener);
@@ -42,10 +48,8 @@ export class ChangeFeed {
     for (const listener of [...listeners]) listener(change);
   }
 
-  /** Subscriptions held now, summed over ids: for leak checks. */
-  get listenerCount(): number {
-    let count = 0;
-    for (const listeners of this.#listeners.values()) count += listeners.size;
-    return count;
+  /** Subscriptions held now (one per open events stream). */
+  get subscriptionCount(): number {
+    return this.#subscriptions;
   }
 }

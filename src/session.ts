@@ -30,6 +30,8 @@ export interface Sessions {
   sweep(): Promise<number>;
   /** Waits for every pending write, stops the sweep timer and closes the store. */
   close(): Promise<void>;
+  /** Events streams following changes now: each holds a connection; for monitoring. */
+  readonly openStreams: number;
 }
 
 /**
@@ -46,13 +48,14 @@ export interface Sessions {
 export function persistSession(options: PersistSessionOptions = {}): Sessions {
   const core = new SessionCore(options);
   const sessions = (req: IncomingMessage, res: ServerResponse, next?: NextFunction) => handleNodeRequest(core, req, res, next);
-  return Object.assign(sessions, {
+  const api = Object.assign(sessions, {
     fetch: <A extends unknown[]>(handler: FetchHandler<A>) => wrapFetchHandler(core, handler),
     events: (req: IncomingMessage, res: ServerResponse) => serveNodeEvents(core, req, res),
     fetchEvents: (request: Request) => serveFetchEvents(core, request),
     sweep: () => core.sweep(),
     close: () => core.close(),
   });
+  return Object.defineProperty(api, "openStreams", { get: () => core.feed.subscriptionCount, enumerable: true }) as Sessions;
 }
 
 /**

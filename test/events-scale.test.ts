@@ -13,6 +13,8 @@ interface Stats {
   rss: number;
   timers: number;
   handles: number;
+  /** sessions.openStreams */
+  streams: number;
 }
 
 beforeAll(async () => {
@@ -61,12 +63,16 @@ it(`holds ${STREAMS} open streams in bounded memory, fans a change out to all, a
   console.log(`[events-scale] ${STREAMS} streams: heap ${(perStreamHeap / 1024).toFixed(1)} KiB/stream, rss ${(perStreamRss / 1024).toFixed(1)} KiB/stream, timers ${before.timers} → ${during.timers}`);
   // One heartbeat interval per stream while open.
   expect(during.timers - before.timers).toBe(STREAMS);
+  // One change-feed subscription per stream while open.
+  expect(before.streams).toBe(0);
+  expect(during.streams).toBe(STREAMS);
   expect(during.handles - before.handles).toBeGreaterThanOrEqual(STREAMS);
   expect(perStreamHeap).toBeLessThan(64 * 1024);
 
   for (const stream of streams) stream.socket.destroy();
   await expect.poll(async () => (await stats()).timers, { timeout: 10_000 }).toBe(before.timers);
   const after = await stats();
+  expect(after.streams).toBe(0);
   expect(after.handles).toBeLessThanOrEqual(before.handles + 2);
   expect(after.heapUsed - before.heapUsed).toBeLessThan((during.heapUsed - before.heapUsed) / 2);
 }, 60_000);
