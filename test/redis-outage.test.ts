@@ -18,6 +18,7 @@ import { nodeApp } from "./fixtures/app.js";
 import * as standard from "./fixtures/standard.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
 import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
+import { EventReader } from "./helpers/sse.js";
 import { connectRedis, type TestRedisClient } from "./helpers/stores.js";
 
 const SECRET = "redis-outage-secret-0123456789-abcdefghij";
@@ -195,6 +196,34 @@ describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
     await eventually(() => client.isReady, "the client to reconnect", 10_000);
     // Nothing of the failed request is there: Redis came back empty, and the app serves from that.
     expect(await post(browser, "/inc")).toMatchObject({ status: 200, count: 1 });
+  });
+
+  it("keeps an events stream following other processes' changes across an outage", async () => {
+    const browser = new Browser(server.url);
+    expect((await post(browser, "/inc")).status).toBe(200);
+    const cookie = browser.cookieHeader();
+    const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
+    const events = new EventReader(await sessions.fetchEvents(new Request("http://localhost/events", { headers: { cookie } })));
+    const writer = new RedisStore({ client, commandTimeout: COMMAND_TIMEOUT });
+    const write = (version: number) => writer.set(id, { key: "std-app", version, updatedAt: Date.now(), expires: Date.now() + 60_000, data: "[{}]" });
+    try {
+      expect((await events.next()).event).toBe("ready");
+      await write(5);
+      expect(await events.next(1000)).toMatchObject({ event: "change", data: JSON.stringify({ key: "std-app", version: 5 }) });
+
+      await redis.stop();
+      await eventually(() => logger.errors.some((message) => message.startsWith("persist-session: live sync lost the store's change feed")), "the lost feed to be logged");
+      await redis.start();
+      await eventually(() => client.isReady, "the client to reconnect", 10_000);
+      // Another process writes once Redis is back: the stream hears it after its subscriber reconnects.
+      await eventually(async () => {
+        await write(6);
+        return (await events.drain(300)).some((event) => event.data === JSON.stringify({ key: "std-app", version: 6 }));
+      }, "the change after the outage to reach the stream", 10_000);
+      expect(logger.errors.filter((message) => message.startsWith("persist-session: live sync lost"))).toHaveLength(1);
+    } finally {
+      await events.close();
+    }
   });
 
   it("answers 503 within commandTimeout when Redis is up but does not answer", async () => {
