@@ -11,6 +11,7 @@ export class EventReader {
   readonly #decoder = new TextDecoder();
   readonly #queue: ServerEvent[] = [];
   #buffer = "";
+  #reading: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
 
   constructor(response: Response) {
     this.#reader = response.body!.getReader();
@@ -22,12 +23,15 @@ export class EventReader {
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new Error(`no event within ${timeoutMs} ms`);
       let timer: NodeJS.Timeout | undefined;
+      // A read that outlives a timeout is kept for the next call: its chunk must not be dropped.
+      this.#reading ??= this.#reader.read();
       const chunk = await Promise.race([
-        this.#reader.read(),
+        this.#reading,
         new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), remaining))),
       ]);
       clearTimeout(timer);
       if (chunk === "timeout") throw new Error(`no event within ${timeoutMs} ms`);
+      this.#reading = undefined;
       if (chunk.done) throw new Error("the stream ended");
       this.#buffer += this.#decoder.decode(chunk.value, { stream: true });
       this.#parse();
