@@ -139,6 +139,7 @@ export class SessionCore {
     }
     this.logger = options.logger ?? consoleLogger;
     this.store = options.store ?? new FileStore();
+    this.store.useLogger?.(this.logger);
     this.ttlMs = positive("ttl", options.ttl, DEFAULT_TTL_SECONDS) * 1000;
     this.maxRecordBytes = positive("maxRecordBytes", options.maxRecordBytes, DEFAULT_MAX_RECORD_BYTES);
     this.#maxCookies = positive("maxCookies", options.maxCookies, DEFAULT_MAX_COOKIES);

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -300,6 +300,19 @@ describe("FileStore's generated secret", () => {
       expect((await readFile(join(dir, ".secret"), "utf8")).trim()).toBe(secrets[0]);
       // No temporary file is left behind by the callers that lost the race.
       expect((await readdir(dir)).filter((name) => name.startsWith(".secret"))).toEqual([".secret"]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("reports a store directory that others can read through the app's logger", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "persist-session-mode-"));
+    try {
+      await chmod(dir, 0o755);
+      const warnings: string[] = [];
+      const shop = app(new FileStore({ dir }), { logger: { warn: (message) => warnings.push(message), error: () => undefined } });
+      await shop.run(() => void new Cart().items.push({ sku: "a", qty: 1 }));
+      expect(warnings).toEqual([`persist-session: the store directory ${dir} is readable by other users (mode 755). Run \`chmod 700\` on it; session records are private.`]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

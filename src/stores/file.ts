@@ -3,6 +3,7 @@ import { constants } from "node:fs";
 import { link, mkdir, open, opendir, readFile, rename, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
+import type { Logger } from "../logger.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
 import { isStoredRecordHeader, type SessionStore, type StoredRecord } from "./store.js";
 
@@ -39,6 +40,7 @@ const HEADER_READ_BYTES = 512;
 export class FileStore implements SessionStore {
   readonly dir: string;
   readonly #durable: boolean;
+  #logger: Logger | undefined;
   #runningDirSync: Promise<void> | undefined;
   #queuedDirSync: Promise<void> | undefined;
   readonly #startedAt = Date.now();
@@ -195,6 +197,10 @@ export class FileStore implements SessionStore {
     return this.dir;
   }
 
+  useLogger(logger: Logger): void {
+    this.#logger = logger;
+  }
+
   #path(id: string): string {
     // Defence in depth: the session layer has checked already, but no other string may become a path.
     if (!isUuidV4(id)) throw new TypeError("persist-session: FileStore was given an id that is not a UUIDv4.");
@@ -206,10 +212,11 @@ export class FileStore implements SessionStore {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       const { mode } = await stat(this.dir);
       if ((mode & 0o077) !== 0) {
-        process.emitWarning(
+        const warning =
           `persist-session: the store directory ${this.dir} is readable by other users (mode ${(mode & 0o777).toString(8)}). ` +
-            "Run `chmod 700` on it; session records are private.",
-        );
+          "Run `chmod 700` on it; session records are private.";
+        if (this.#logger !== undefined) this.#logger.warn(warning);
+        else process.emitWarning(warning);
       }
     })().catch((error: unknown) => {
       this.#ready = undefined;

@@ -1,4 +1,5 @@
 import type { RecordChange } from "../change-feed.js";
+import type { Logger } from "../logger.js";
 
 /**
  * The contract between persist-session and a storage backend. Small on purpose:
@@ -65,6 +66,8 @@ export interface SessionStore {
    * the library sees its own writes.
    */
   watch?(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void>;
+  /** Given persistSession's logger once, for what the store must report (a store directory others can read). */
+  useLogger?(logger: Logger): void;
   /** Releases timers and connections. */
   close?(): Promise<void>;
   /**
