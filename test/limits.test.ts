@@ -12,7 +12,8 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileStore, MemoryStore, persist, persistSession, type PersistSessionOptions, type SessionStore, type Sessions } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
 import { Browser, fromFetch, listen, type TestServer } from "./helpers/http.js";
-import { capturingLogger, delay, eventually, forwardingStore, type CapturingLogger } from "./helpers/robustness.js";
+import { capturingLogger, delay, eventually, type CapturingLogger } from "./helpers/robustness.js";
+import { wrapStore } from "./helpers/wrap-store.js";
 import { storeKinds, type StoreBacking } from "./helpers/stores.js";
 import { SECRET, type AdapterName } from "./suites/behaviour.js";
 
@@ -69,7 +70,7 @@ function listener(adapter: AdapterName, sessions: Sessions): http.RequestListene
 
 /** A store that forwards to `store`; `set` and `delete` fail with `failure` while it is set. */
 function failingStore(store: SessionStore) {
-  const wrapper = forwardingStore(store, {
+  const wrapper = wrapStore(store, {
     failure: undefined as NodeJS.ErrnoException | undefined,
     gets: 0,
     get: (...args: Parameters<SessionStore["get"]>) => {

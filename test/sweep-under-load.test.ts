@@ -15,7 +15,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { inspectState, persistSession, type SessionStore, type Sessions } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
-import { capturingLogger, delay, forwardingStore, seededRandom, testSeed, type CapturingLogger } from "./helpers/robustness.js";
+import { capturingLogger, delay, seededRandom, testSeed, type CapturingLogger } from "./helpers/robustness.js";
+import { wrapStore } from "./helpers/wrap-store.js";
 import { fileStoreKind, memoryStoreKind, type StoreBacking, type StoreKind } from "./helpers/stores.js";
 import { SECRET } from "./suites/behaviour.js";
 
@@ -105,7 +106,7 @@ const VARIANTS: Variant[] = [
 function lagging(store: SessionStore, lagMs: number): SessionStore {
   if (lagMs === 0 || store.expiredIds === undefined) return store;
   const list = store.expiredIds.bind(store);
-  return forwardingStore(store, {
+  return wrapStore(store, {
     async *expiredIds(now: number) {
       const ids: string[] = [];
       for await (const id of list(now)) ids.push(id);

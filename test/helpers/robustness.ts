@@ -1,5 +1,5 @@
 import type http from "node:http";
-import type { Logger, SessionStore } from "../../src/index.js";
+import type { Logger } from "../../src/index.js";
 
 /** Resolves after `ms` milliseconds. */
 export const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -132,21 +132,4 @@ function describe(value: unknown): string {
   } catch {
     return String(value);
   }
-}
-
-/**
- * A store that forwards every call to `store` (bound: stores keep #private
- * fields), except the methods given in `overrides`. For failing, counting or
- * slowing a store through the public SessionStore interface.
- */
-export function forwardingStore<T extends object = object>(store: SessionStore, overrides: Partial<SessionStore> & T): SessionStore & T {
-  const forwarded: Record<string, unknown> = {};
-  for (let proto: object | null = store; proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
-    for (const name of Object.getOwnPropertyNames(proto)) {
-      if (name === "constructor" || name in forwarded) continue;
-      const value = (store as unknown as Record<string, unknown>)[name];
-      forwarded[name] = typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(store) : value;
-    }
-  }
-  return Object.assign(forwarded, overrides) as unknown as SessionStore & T;
 }

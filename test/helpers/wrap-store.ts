@@ -5,7 +5,7 @@ import type { SessionStore } from "../../src/index.js";
  * failing calls through the public interface. Stores keep #private fields, so
  * every method is bound to the real store rather than inherited.
  */
-export function wrapStore(store: SessionStore, overrides: Partial<Record<keyof SessionStore, unknown>>): SessionStore {
+export function wrapStore<T extends object = object>(store: SessionStore, overrides: Partial<Record<keyof SessionStore, unknown>> & T): SessionStore & T {
   const wrapper: Record<string, unknown> = {};
   let proto: object | null = store;
   while (proto !== null && proto !== Object.prototype) {
@@ -16,5 +16,5 @@ export function wrapStore(store: SessionStore, overrides: Partial<Record<keyof S
     }
     proto = Object.getPrototypeOf(proto) as object | null;
   }
-  return Object.assign(wrapper, overrides) as unknown as SessionStore;
+  return Object.assign(wrapper, overrides) as unknown as SessionStore & T;
 }
