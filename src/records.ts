@@ -200,11 +200,8 @@ export class RecordManager {
     readonly options: RecordManagerOptions,
   ) {
     this.#writeTarget = {
-      apply: (entry, op) => {
-        const stored = this.#apply(entry.id, op, entry.lease);
-        // The interface asks for a Promise; a store returning something else still counts as done.
-        return stored instanceof Promise ? stored : Promise.resolve(stored);
-      },
+      // A store returning something other than a Promise still counts as done.
+      apply: (entry, op) => Promise.resolve(this.#apply(entry.id, op, entry.lease)),
       stored: (entry, op) => {
         try {
           if (op.kind === "set") this.options.onStored?.(entry.id, op.record.key, op.record.version);
@@ -241,13 +238,13 @@ export class RecordManager {
 
   /** Whether {@link load} must run before the entry's state can be trusted. */
   needsLoad(entry: RecordEntry): boolean {
-    return entry.state === "unloaded" || entry.stale || (this.store.shared === true && !this.#leased(entry)) || this.#expired(entry);
+    return this.#mustRead(entry) || this.#expired(entry);
   }
 
   /** Reads the record under the lock; corrupt or foreign records are quarantined and count as missing. */
   async load(entry: RecordEntry, key: string): Promise<void> {
-    if (entry.state !== "unloaded" && !entry.stale && (this.store.shared !== true || this.#leased(entry))) {
-      if (this.#expired(entry)) await this.#expire(entry);
+    if (!this.#mustRead(entry)) {
+      if (this.#expired(entry)) await this.delete(entry);
       return;
     }
     await entry.idle();
@@ -276,7 +273,7 @@ export class RecordManager {
     if (record.key !== key) {
       await this.quarantine(entry, `the record belongs to key "${record.key}", the cookie to "${key}"`);
     } else if (this.#expired(entry)) {
-      await this.#expire(entry);
+      await this.delete(entry);
     }
   }
 
@@ -297,6 +294,13 @@ export class RecordManager {
     await this.write(entry, { kind: "quarantine", reason }).catch((error: unknown) => {
       this.options.logger.error(`persist-session: record ${entry.id} could not be set aside.`, error);
     });
+  }
+
+  /** Drops the in-process copy and queues the record's deletion; resolves once it is stored. */
+  delete(entry: RecordEntry): Promise<void> {
+    this.forget(entry);
+    entry.state = "missing";
+    return this.write(entry, { kind: "delete" });
   }
 
   /** Queues a write of the entry; resolves once it (or a later write that includes it) is stored. */
@@ -344,9 +348,7 @@ export class RecordManager {
           // Re-read under the lock: a request may have renewed it since the listing.
           const record = await store.get(id).catch(() => undefined);
           if (record !== undefined && record.expires <= Date.now()) {
-            this.forget(entry);
-            entry.state = "missing";
-            await this.write(entry, { kind: "delete" });
+            await this.delete(entry);
             removed++;
           }
         } catch (error) {
@@ -364,10 +366,9 @@ export class RecordManager {
     return entry.state === "present" && entry.expires <= Date.now();
   }
 
-  async #expire(entry: RecordEntry): Promise<void> {
-    this.forget(entry);
-    entry.state = "missing";
-    await this.write(entry, { kind: "delete" });
+  /** The in-process copy cannot be trusted: never read, a write failed, or another process may have written. */
+  #mustRead(entry: RecordEntry): boolean {
+    return entry.state === "unloaded" || entry.stale || (this.store.shared === true && !this.#leased(entry));
   }
 
   #apply(id: string, op: WriteOp, lease: Lease | undefined): Promise<void> {

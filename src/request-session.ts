@@ -148,11 +148,11 @@ export class RequestSession {
       } catch (error) {
         const reason = error instanceof Error ? error.message : String(error);
         binding.touch = binding.resign = false;
-        if (binding.userScoped) {
-          void this.core.records.quarantine(entry, `unreadable data: ${reason}`);
-        } else {
+        const quarantined = this.core.records.quarantine(entry, `unreadable data: ${reason}`);
+        // A user's record keeps its id and lock for a change after the reset; a browser's gets a new id on its next change.
+        if (!binding.userScoped) {
           binding.entry = undefined;
-          void this.core.records.quarantine(entry, `unreadable data: ${reason}`).finally(() => this.core.records.release(entry));
+          void quarantined.finally(() => this.core.records.release(entry));
         }
         for (const key of Object.keys(fresh)) delete (fresh as Record<string, unknown>)[key];
         Object.assign(fresh, registration.createDefaults());
@@ -211,9 +211,7 @@ export class RequestSession {
     const entry = binding.entry;
     if (entry === undefined) return;
     const records = this.core.records;
-    records.forget(entry);
-    entry.state = "missing";
-    const deleted = records.write(entry, { kind: "delete" });
+    const deleted = records.delete(entry);
     if (binding.userScoped) {
       // The user's id stays the same, so keep the lock and the instance for a change after the reset.
       entry.live = binding.target;
@@ -246,12 +244,13 @@ export class RequestSession {
       }
       try {
         if (binding.changed || binding.touch) {
-          const data = binding.changed || entry.stored === undefined ? this.#serialize(binding, entry) : entry.stored.data;
+          // A refresh of an untouched record rewrites what is stored, whose size is known.
+          const { data, bytes } = binding.changed || entry.stored === undefined ? this.#serialize(binding, entry) : { data: entry.stored.data, bytes: entry.bytes };
           const record = { key: binding.key, version: entry.version + 1, updatedAt: now, expires: now + this.core.ttlMs, data };
           entry.version = record.version;
           entry.updatedAt = now;
           entry.expires = record.expires;
-          entry.bytes = Buffer.byteLength(data);
+          entry.bytes = bytes;
           entry.recordKey = binding.key;
           entry.state = "present";
           if (entry.stored !== undefined) entry.stored = record;
@@ -277,7 +276,7 @@ export class RequestSession {
     return this.#result;
   }
 
-  #serialize(binding: Binding, entry: RecordEntry): string {
+  #serialize(binding: Binding, entry: RecordEntry): { data: string; bytes: number } {
     // A refresh of a cached record the handler never touched has no registration of its own yet.
     const registration = binding.registration ?? registrationOf(binding.key);
     const instance = binding.target ?? entry.live;
@@ -287,7 +286,7 @@ export class RequestSession {
     const data = registration.codec.serialize(instance, registration.className);
     const bytes = Buffer.byteLength(data);
     if (bytes > this.core.maxRecordBytes) throw new RecordTooLargeError(registration.className, bytes, this.core.maxRecordBytes);
-    return data;
+    return { data, bytes };
   }
 
   #checkScope(registration: Registration): void {
