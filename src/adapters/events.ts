@@ -1,7 +1,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { EventStream } from "../event-stream.js";
 import type { SessionCore } from "../session-core.js";
-import { failureStatus, logFailure } from "./failure.js";
+import { failure } from "./fetch.js";
+import { failureAnswer, logFailure } from "./failure.js";
+import { headerValue } from "./node.js";
 
 const EVENT_HEADERS = {
   "content-type": "text/event-stream; charset=utf-8",
@@ -12,9 +14,8 @@ const EVENT_HEADERS = {
 
 /** Serves a browser's events stream over node:http / Express. */
 export function serveNodeEvents(core: SessionCore, req: IncomingMessage, res: ServerResponse): void {
-  const cookie = Array.isArray(req.headers.cookie) ? req.headers.cookie.join("; ") : req.headers.cookie;
   const lastEventId = req.headers["last-event-id"];
-  core.streamTargets(cookie, req).then(
+  core.streamTargets(headerValue(req.headers.cookie), req).then(
     (targets) => {
       if (res.destroyed) return;
       res.writeHead(200, EVENT_HEADERS);
@@ -27,9 +28,9 @@ export function serveNodeEvents(core: SessionCore, req: IncomingMessage, res: Se
       });
     },
     (error: unknown) => {
-      logFailure(core, error);
+      const { status, headers, body } = failureAnswer(core, error);
       if (res.headersSent) return void res.end();
-      res.writeHead(failureStatus(error), { "content-type": "text/plain; charset=utf-8" }).end("Events unavailable\n");
+      res.writeHead(status, headers).end(body);
     },
   );
 }
@@ -40,8 +41,7 @@ export async function serveFetchEvents(core: SessionCore, request: Request): Pro
   try {
     targets = await core.streamTargets(request.headers.get("cookie") ?? undefined, request);
   } catch (error) {
-    logFailure(core, error);
-    return new Response("Events unavailable\n", { status: failureStatus(error) });
+    return failure(core, error);
   }
   const encoder = new TextEncoder();
   let stream: EventStream | undefined;

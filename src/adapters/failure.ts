@@ -2,12 +2,28 @@ import { LockTimeoutError } from "../records.js";
 import type { SessionCore } from "../session-core.js";
 import { StoreUnavailableError } from "../stores/store.js";
 
+/** What a failed request is answered with, whichever adapter serves it. */
+export interface FailureAnswer {
+  readonly status: 500 | 503;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+}
+
 /** 503 when waiting may help (a busy lock, an unreachable store), else 500. */
-export function failureStatus(error: unknown): 500 | 503 {
+function failureStatus(error: unknown): 500 | 503 {
   return error instanceof LockTimeoutError || error instanceof StoreUnavailableError ? 503 : 500;
 }
 
 export function logFailure(core: SessionCore, error: unknown): void {
   const message = error instanceof Error ? error.message : String(error);
   core.logger.error(message.startsWith("persist-session:") ? message : `persist-session: the request failed: ${message}`, error);
+}
+
+/** Logs `error` and says how to answer it: its status, plain text, and Retry-After on a 503. */
+export function failureAnswer(core: SessionCore, error: unknown): FailureAnswer {
+  logFailure(core, error);
+  const status = failureStatus(error);
+  return status === 503
+    ? { status, headers: { "content-type": "text/plain; charset=utf-8", "retry-after": "1" }, body: "Service Unavailable\n" }
+    : { status, headers: { "content-type": "text/plain; charset=utf-8" }, body: "Internal Server Error\n" };
 }

@@ -1,6 +1,6 @@
 import { runInRequest } from "../context.js";
 import type { SessionCore } from "../session-core.js";
-import { failureStatus, logFailure } from "./failure.js";
+import { failureAnswer } from "./failure.js";
 
 /** A Fetch API handler: Hono, Next.js route handlers, Deno-style servers, Bun. */
 export type FetchHandler<A extends unknown[]> = (request: Request, ...rest: A) => Response | Promise<Response>;
@@ -54,13 +54,10 @@ function withSetCookies(response: Response, cookies: readonly string[]): Respons
   }
 }
 
-function failure(core: SessionCore, error: unknown): Response {
-  logFailure(core, error);
-  const status = failureStatus(error);
-  return new Response(status === 503 ? "Service Unavailable\n" : "Internal Server Error\n", {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8", ...(status === 503 ? { "retry-after": "1" } : {}) },
-  });
+/** The Response for a failed request; see {@link failureAnswer}. */
+export function failure(core: SessionCore, error: unknown): Response {
+  const { status, headers, body } = failureAnswer(core, error);
+  return new Response(body, { status, headers });
 }
 
 function isHttps(request: Request, trustProxy: boolean): boolean {

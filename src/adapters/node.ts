@@ -3,7 +3,7 @@ import type { TLSSocket } from "node:tls";
 import { runInRequest } from "../context.js";
 import type { CommitResult, RequestSession } from "../request-session.js";
 import type { SessionCore } from "../session-core.js";
-import { failureStatus, logFailure } from "./failure.js";
+import { failureAnswer, logFailure } from "./failure.js";
 
 /** Connect-style `next`: Express, Connect and a plain `() => handler(req, res)` all fit. */
 export type NextFunction = (error?: unknown) => unknown;
@@ -164,15 +164,14 @@ function addSetCookies(res: ServerResponse, cookies: readonly string[], writeHea
 
 /** Ends the response with the error's status (500, or 503 when the store or a lock is unavailable) and logs why. */
 function fail(core: SessionCore, res: ServerResponse, error: unknown): void {
-  logFailure(core, error);
+  const answer = failureAnswer(core, error);
   if (res.headersSent || res.writableEnded) {
     res.destroy();
     return;
   }
-  const status = failureStatus(error);
   for (const name of res.getHeaderNames()) res.removeHeader(name);
-  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", ...(status === 503 ? { "retry-after": "1" } : {}) });
-  res.end(status === 503 ? "Service Unavailable\n" : "Internal Server Error\n");
+  res.writeHead(answer.status, answer.headers);
+  res.end(answer.body);
 }
 
 function isHttps(req: IncomingMessage, trustProxy: boolean): boolean {
@@ -182,7 +181,7 @@ function isHttps(req: IncomingMessage, trustProxy: boolean): boolean {
   return proto?.split(",")[0]?.trim().toLowerCase() === "https";
 }
 
-function headerValue(value: string | string[] | undefined): string | undefined {
+export function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join("; ") : value;
 }
 
