@@ -8,6 +8,7 @@ import { RequestSession, type SessionCookie } from "./request-session.js";
 import { userScopedKeys } from "./persist.js";
 import { FileStore } from "./stores/file.js";
 import { CorruptRecordError } from "./stores/store.js";
+import { nonNegative, positive } from "./option-checks.js";
 import { checkUserId, userRecordId } from "./user-scope.js";
 import type { SessionStore } from "./stores/store.js";
 
@@ -398,20 +399,4 @@ export class SessionCore {
 
 function byKey(a: { key: string }, b: { key: string }): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
-}
-
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new TypeError(`persist-session: option ${name} is invalid: ${String(value)}. Use a positive number.`);
-  }
-  return value;
-}
-
-function nonNegative(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-    throw new TypeError(`persist-session: option ${name} is invalid: ${String(value)}. Use 0 or a positive number.`);
-  }
-  return value;
 }

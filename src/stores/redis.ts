@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { RecordChange } from "../change-feed.js";
 import { isUuidV4 } from "../cookie-signing.js";
+import { positive } from "../option-checks.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
 import { CorruptRecordError, LeaseLostError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
 
@@ -171,7 +172,6 @@ export class RedisStore implements SessionStore {
   private readonly leases = new Set<RedisLease>();
   private readonly client: RedisClientLike;
   private readonly subscriber: RedisSubscriberLike | undefined;
-  private readonly commandTimeout: number;
   private readonly channel: string;
   private readonly watchers = new Set<(change: RecordChange) => void>();
   /** The subscription all watchers share, opened by the first. */
@@ -200,8 +200,7 @@ export class RedisStore implements SessionStore {
     this.subscriber = subscriber;
     this.leaseTime = positive("leaseTime", options.leaseTime, DEFAULT_LEASE_TIME_MS);
     this.quarantineTtl = positive("quarantineTtl", options.quarantineTtl, DEFAULT_QUARANTINE_TTL_SECONDS);
-    this.commandTimeout = positive("commandTimeout", options.commandTimeout, DEFAULT_COMMAND_TIMEOUT_MS);
-    this.redis = new RedisCommands(client, this.commandTimeout);
+    this.redis = new RedisCommands(client, positive("commandTimeout", options.commandTimeout, DEFAULT_COMMAND_TIMEOUT_MS));
   }
 
   async get(id: string): Promise<StoredRecord | undefined> {
@@ -301,17 +300,14 @@ export class RedisStore implements SessionStore {
       if (change !== undefined) for (const watcher of [...this.watchers]) watcher(change);
     };
     try {
-      await withTimeout(
-        (async () => {
-          await owned?.connect();
-          await subscriber.subscribe(this.channel, onMessage);
-        })(),
-        this.commandTimeout,
-        `persist-session: Redis did not accept the live-sync subscription within ${this.commandTimeout} ms. Check the server; the next events stream tries again.`,
-      );
+      // The same guards as any command: fail at once while disconnected, never wait past commandTimeout.
+      await this.redis.guard(async () => {
+        await owned?.connect();
+        await subscriber.subscribe(this.channel, onMessage);
+      });
     } catch (error) {
       await owned?.close();
-      throw storeError(error);
+      throw error;
     }
     return {
       stop: async () => {
@@ -433,13 +429,13 @@ class RedisCommands {
   ) {}
 
   send(args: string[]): Promise<unknown> {
-    return this.#guard(() => this.client.sendCommand(args));
+    return this.guard(() => this.client.sendCommand(args));
   }
 
   /** EVALSHA, falling back to EVAL when Redis has not seen the script (first use, or after a restart). */
   script(code: Script, keys: string[], args: string[]): Promise<unknown> {
     const tail = [String(keys.length), ...keys, ...args];
-    return this.#guard(() =>
+    return this.guard(() =>
       this.client.sendCommand(["EVALSHA", code.sha, ...tail]).catch((error: unknown) => {
         if (replyCode(error) !== "NOSCRIPT") throw error;
         return this.client.sendCommand(["EVAL", code.source, ...tail]);
@@ -447,7 +443,8 @@ class RedisCommands {
     );
   }
 
-  #guard(run: () => Promise<unknown>): Promise<unknown> {
+  /** Runs `run` (commands on this client or a connection beside it) with those guards; errors become store errors. */
+  guard(run: () => Promise<unknown>): Promise<unknown> {
     // node-redis queues commands while reconnecting; a request must not wait for that.
     if (this.client.isReady === false) {
       return Promise.reject(
@@ -504,14 +501,6 @@ function storeError(error: unknown): Error {
   });
 }
 
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new TypeError(`persist-session: option ${name} is invalid: ${String(value)}. Use a positive number.`);
-  }
-  return value;
-}
-
 /** A live subscription to the change channel. */
 interface Following {
   stop(): Promise<void>;
@@ -563,14 +552,6 @@ function duplicateOf(client: RedisClientLike, onError: (error: Error) => void): 
       }
     },
   };
-}
-
-function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreUnavailableError(message)), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** A change message as the write script publishes it; anything else on the channel is ignored. */
