@@ -9,5 +9,5 @@ for (const kind of storeKinds) {
   }
 }
 
-// The durable write path (fsync, group-committed directory syncs) behaves the same.
+// The durable write path (fsync of each record and its directory) behaves the same.
 for (const adapter of ["node:http", "fetch"] as const) describeBehaviour(durableFileStoreKind, adapter, standard);

@@ -4,8 +4,8 @@ import { link, mkdir, open, opendir, readFile, rename, stat, unlink } from "node
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
-import { formatRecordText, parseRecordText } from "./record-text.js";
-import { isStoredRecordHeader, type SessionStore, type StoredRecord } from "./store.js";
+import { formatRecordText, parseRecordHeader, parseRecordText } from "./record-text.js";
+import type { SessionStore, StoredRecord } from "./store.js";
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
@@ -41,8 +41,6 @@ export class FileStore implements SessionStore {
   readonly dir: string;
   readonly #durable: boolean;
   #logger: Logger | undefined;
-  #runningDirSync: Promise<void> | undefined;
-  #queuedDirSync: Promise<void> | undefined;
   readonly #startedAt = Date.now();
   readonly #ownTemps = new Set<string>();
   #ready: Promise<void> | undefined;
@@ -115,8 +113,7 @@ export class FileStore implements SessionStore {
         const { bytesRead } = await handle.read(buffer, 0, HEADER_READ_BYTES, 0);
         const text = buffer.toString("utf8", 0, bytesRead);
         const newline = text.indexOf("\n");
-        const header: unknown = newline === -1 ? undefined : JSON.parse(text.slice(0, newline));
-        if (isStoredRecordHeader(header) && header.expires <= now) yield dirent.name;
+        if (newline !== -1 && parseRecordHeader(text.slice(0, newline)).expires <= now) yield dirent.name;
       } catch {
         // Gone since the listing, or unreadable: the request path quarantines those.
       } finally {
@@ -225,40 +222,13 @@ export class FileStore implements SessionStore {
     return this.#ready;
   }
 
-  /**
-   * Makes the renames done so far survive a power cut. Concurrent writers share
-   * one directory fsync (group commit): a caller whose rename may have come
-   * after the running sync began waits for the next one, which every caller
-   * arriving meanwhile shares.
-   */
-  #syncDir(): Promise<void> {
-    if (this.#queuedDirSync !== undefined) return this.#queuedDirSync;
-    if (this.#runningDirSync === undefined) return this.#startDirSync();
-    const queued = this.#runningDirSync
-      .catch(() => undefined)
-      .then(() => {
-        this.#queuedDirSync = undefined;
-        return this.#startDirSync();
-      });
-    this.#queuedDirSync = queued;
-    return queued;
-  }
-
-  #startDirSync(): Promise<void> {
-    const running = (async () => {
-      const handle = await open(this.dir, "r");
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-    })();
-    this.#runningDirSync = running;
-    const done = () => {
-      if (this.#runningDirSync === running) this.#runningDirSync = undefined;
-    };
-    running.then(done, done);
-    return running;
+  async #syncDir(): Promise<void> {
+    const handle = await open(this.dir, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
   }
 }
 

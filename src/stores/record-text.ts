@@ -17,17 +17,22 @@ export function formatRecordText(record: StoredRecord): string {
 export function parseRecordText(text: string, container: string): StoredRecord {
   const newline = text.indexOf("\n");
   if (newline === -1) throw new CorruptRecordError(text.length === 0 ? `empty ${container}` : "no header line");
+  const { key, version, updatedAt, expires } = parseRecordHeader(text.slice(0, newline));
+  const data = text.slice(newline + 1);
+  if (data === "") throw new CorruptRecordError("no data after the header");
+  return { key, version, updatedAt, expires, data };
+}
+
+/** The first line of a record's text, read alone (the sweep reads no more); a {@link CorruptRecordError} when it is not a header. */
+export function parseRecordHeader(line: string): Omit<StoredRecord, "data"> {
   let header: unknown;
   try {
-    header = JSON.parse(text.slice(0, newline));
+    header = JSON.parse(line);
   } catch {
     throw new CorruptRecordError("unreadable header");
   }
   if (!isStoredRecordHeader(header) || (header as { v?: unknown }).v !== HEADER_VERSION) {
     throw new CorruptRecordError("header of an unknown shape");
   }
-  const data = text.slice(newline + 1);
-  if (data === "") throw new CorruptRecordError("no data after the header");
-  const { key, version, updatedAt, expires } = header;
-  return { key, version, updatedAt, expires, data };
+  return header;
 }

@@ -37,7 +37,7 @@ function fileStoreKindWith(name: string, durable: boolean): StoreKind {
 }
 
 export const fileStoreKind = fileStoreKindWith("FileStore", false);
-/** fsync on every write, with shared directory syncs: the same behaviour, another write path. */
+/** fsync on every write: the same behaviour, another write path. */
 export const durableFileStoreKind = fileStoreKindWith("FileStore durable", true);
 
 export const memoryStoreKind: StoreKind = {
