@@ -35,6 +35,8 @@ const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const MAX_KEY_LENGTH = 64;
 
 const registry = new Map<string, Registration>();
+/** {@link userScopedKeys}, kept while no class is decorated: every request of a signed-in user asks. */
+let userKeys: readonly string[] | undefined;
 
 /**
  * Makes a class's instances per-browser persistent state: inside a request
@@ -76,6 +78,7 @@ export function persist(key: string, options: PersistOptions = {}) {
     }
     // Same name again: a module reloaded in development; the newest class wins.
     registry.set(key, registration);
+    userKeys = undefined;
 
     const Persisted = class extends Base {
       constructor() {
@@ -97,6 +100,7 @@ export function registrationOf(key: string): Registration | undefined {
 }
 
 /** Keys of the user-scoped classes, in key order. */
-export function userScopedKeys(): string[] {
-  return [...registry.values()].filter((registration) => registration.scope === "user").map((registration) => registration.key).sort();
+export function userScopedKeys(): readonly string[] {
+  userKeys ??= [...registry.values()].filter((registration) => registration.scope === "user").map((registration) => registration.key).sort();
+  return userKeys;
 }

@@ -131,8 +131,12 @@ export class SessionCore {
   #closed = false;
   /** Set-Cookie lines by `<secure> <key> <id>`, oldest first. */
   readonly #cookieLines = new Map<string, string>();
-  /** What follows `name=value` in a live session cookie, for plain and secure requests. */
-  readonly #liveAttributes: [string | undefined, string | undefined] = [undefined, undefined];
+  /**
+   * What follows `name=value` in a live session cookie, for plain and secure
+   * requests. They never change, and serializing them per cookie was a tenth
+   * of a new session's CPU.
+   */
+  readonly #liveAttributes: readonly [string, string];
 
   constructor(options: PersistSessionOptions) {
     if (typeof options !== "object" || options === null) {
@@ -159,6 +163,9 @@ export class SessionCore {
       throw new TypeError(`persist-session: option cookie.sameSite is invalid: ${String(sameSite)}. Use "lax", "strict" or "none".`);
     }
     this.#cookie = { path, domain, sameSite, secure };
+    // Round up: a ttl under a second would otherwise send Max-Age=0, which deletes the cookie at once.
+    const liveAttributes = (https: boolean) => this.#serializeCookie("k", "v", Math.ceil(this.ttlMs / 1000), https).slice("k=v".length);
+    this.#liveAttributes = [liveAttributes(false), liveAttributes(true)];
     this.records = new RecordManager(this.store, {
       lockTimeoutMs: positive("lockTimeout", options.lockTimeout, DEFAULT_LOCK_TIMEOUT_MS),
       cacheLimit: this.store.shared === true ? 0 : nonNegative("cacheSize", options.cacheSize, DEFAULT_CACHE_SIZE),
@@ -324,15 +331,8 @@ export class SessionCore {
     let line = this.#cookieLines.get(cacheKey);
     if (line !== undefined) return line;
     const signer = this.#signer as CookieSigner;
-    // The attributes never change, and serializing them was a tenth of a new session's CPU.
     // Keys are checked cookie names at @persist and signed values are base64url: no escaping needed.
-    let attributes = this.#liveAttributes[secure ? 1 : 0];
-    if (attributes === undefined) {
-      // Round up: a ttl under a second would otherwise send Max-Age=0, which deletes the cookie at once.
-      attributes = this.#serializeCookie("k", "v", Math.ceil(this.ttlMs / 1000), secure).slice("k=v".length);
-      this.#liveAttributes[secure ? 1 : 0] = attributes;
-    }
-    line = `${key}=${signer.sign(key, id)}${attributes}`;
+    line = `${key}=${signer.sign(key, id)}${this.#liveAttributes[secure ? 1 : 0]}`;
     if (this.#cookieLines.size >= COOKIE_LINE_CACHE_SIZE) this.#cookieLines.delete(this.#cookieLines.keys().next().value!);
     this.#cookieLines.set(cacheKey, line);
     return line;

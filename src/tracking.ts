@@ -54,6 +54,12 @@ export class Tracker {
     return value;
   }
 
+  /** `#wrapValue` for a property read: the path (a regex and a concatenation) is built only for objects. */
+  #wrapProperty(value: unknown, childPath: (prop: string | symbol) => string, prop: string | symbol): unknown {
+    if (typeof value === "object" && value !== null) return this.track(value, childPath(prop));
+    return value;
+  }
+
   #handler(path: string): ProxyHandler<object> {
     const { sink } = this;
     const childPath = (prop: string | symbol) =>
@@ -69,11 +75,11 @@ export class Tracker {
           // Their methods and getters (`size`) need the real object as `this`.
           const value: unknown = Reflect.get(target, prop, target);
           if (typeof value === "function") return this.#method(target, prop, value as (...a: unknown[]) => unknown, path);
-          return this.#wrapValue(value, childPath(prop));
+          return this.#wrapProperty(value, childPath, prop);
         }
         const value: unknown = Reflect.get(target, prop, receiver);
         if (typeof value === "function") return value; // methods run with `this` = the proxy, so their writes are tracked
-        return this.#wrapValue(value, childPath(prop));
+        return this.#wrapProperty(value, childPath, prop);
       },
       set: (target, prop, value) => {
         assertKey(prop);
