@@ -6,6 +6,8 @@
 // can mint the cookie. The user id handed to persist-session comes from here and
 // nowhere else: a forged, tampered or malformed cookie means "signed out".
 import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
+// The library's own cookie parser (a dependency of persist-session).
+import { parse as parseCookie } from "cookie";
 
 export const USER_COOKIE = "demo-user";
 /** What a name may be: it appears in the cookie, the page and the user-scoped record's id. */
@@ -14,8 +16,6 @@ export const USER_NAME = /^[a-z0-9_-]{1,32}$/;
 const SIGNED_USER = /^([a-z0-9_-]{1,32})\.([A-Za-z0-9_-]{43})$/;
 /** The cookie lives as long as the demo's state does (14 days). */
 const MAX_AGE_SECONDS = 14 * 24 * 60 * 60;
-/** Only the first few cookie pairs are looked at; a header of thousands is not ours. */
-const MAX_COOKIE_PAIRS = 64;
 
 /** @param {unknown} name */
 export function isValidName(name) {
@@ -45,7 +45,7 @@ export function createLogin(secret) {
   function userOf(request) {
     if (seen.has(request)) return seen.get(request);
     const header = typeof request.headers.get === "function" ? request.headers.get("cookie") : request.headers.cookie;
-    const user = verify(cookieValue(Array.isArray(header) ? header.join("; ") : header));
+    const user = typeof header === "string" ? verify(parseCookie(header)[USER_COOKIE]) : undefined;
     seen.set(request, user);
     return user;
   }
@@ -71,16 +71,4 @@ export function createLogin(secret) {
       return `${USER_COOKIE}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/; HttpOnly; SameSite=Lax`;
     },
   };
-}
-
-/** The value of the first demo-user cookie in a Cookie header. */
-function cookieValue(header) {
-  if (typeof header !== "string") return undefined;
-  let pairs = 0;
-  for (const pair of header.split(";")) {
-    if (++pairs > MAX_COOKIE_PAIRS) return undefined;
-    const at = pair.indexOf("=");
-    if (at !== -1 && pair.slice(0, at).trim() === USER_COOKIE) return pair.slice(at + 1).trim();
-  }
-  return undefined;
 }
