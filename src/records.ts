@@ -345,9 +345,16 @@ export class RecordManager {
             entry.lease = await store.lease(id);
             if (entry.lease === undefined) continue;
           }
-          // Re-read under the lock: a request may have renewed it since the listing.
-          const record = await store.get(id).catch(() => undefined);
-          if (record !== undefined && record.expires <= Date.now()) {
+          // Re-read under the lock: a request may have renewed it since the listing. Unreadable
+          // records stay for the request path to quarantine; an empty one (the store listed it,
+          // yet it holds no record) is the leftover of an interrupted first write.
+          let record: StoredRecord | undefined;
+          try {
+            record = await store.get(id);
+          } catch {
+            continue;
+          }
+          if (record === undefined || record.expires <= Date.now()) {
             await this.delete(entry);
             removed++;
           }

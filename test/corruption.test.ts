@@ -4,7 +4,7 @@
  * the browser gets fresh state with a warning in the log.
  */
 import { existsSync } from "node:fs";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { stringify } from "devalue";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -30,7 +30,6 @@ const CORRUPTIONS: ReadonlyArray<readonly [string, (good: GoodRecord) => string 
   ["a file truncated inside its header", (good) => good.text.slice(0, 25)],
   ["a file truncated inside its data", (good) => good.text.slice(0, good.text.length - Math.ceil(good.data.length / 2))],
   ["a file truncated right after its header", (good) => `${JSON.stringify(good.header)}\n`],
-  ["a zero-byte file", () => ""],
   ["random bytes", () => Buffer.from(Array.from({ length: 300 }, seededBytes(7)))],
   ["random bytes after a newline", () => Buffer.concat([Buffer.from("\n"), Buffer.from(Array.from({ length: 300 }, seededBytes(8)))])],
   ["a header that is not JSON", (good) => `{v:1,key:std-app}\n${good.data}`],
@@ -141,6 +140,31 @@ describe.each(["node:http", "fetch"] as const satisfies readonly AdapterName[])(
     for (const [name, value] of browser.cookies) laterBrowser.cookies.set(name, value);
     expect(await laterBrowser.json("/state")).toMatchObject({ count: 1 });
     expect(await readFile(join(dir, aside))).toEqual(badBytes);
+  });
+
+  it("counts an empty file as no record, warns, and lets the sweep remove it", async () => {
+    // What a crash between creating a first write's file and writing it leaves: no bytes to set aside.
+    const { cookies, id } = await storedBrowser();
+    await writeFile(join(dir, id), "");
+    const beforeThisStore = new Date(Date.now() - 1000);
+    await utimes(join(dir, id), beforeThisStore, beforeThisStore);
+    const app = await start();
+    const browser = new Browser(app.server.url);
+    for (const [name, value] of cookies) browser.cookies.set(name, value);
+    expect(await browser.json("/state")).toMatchObject({ count: 0, todos: [] });
+    expect(logger.warnings).toEqual([`persist-session: record ${id} is an empty file, left by a write that a crash interrupted; it counts as no record.`]);
+    expect((await readdir(dir)).filter((name) => name.includes(".corrupt-"))).toEqual([]);
+
+    // Made before this store started, so no writer of this process is on it.
+    await app.sessions.sweep();
+    expect(existsSync(join(dir, id))).toBe(false);
+
+    // The browser's next change starts a new record, as after any record that is gone.
+    expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 1 });
+    const ids = await backing.ids();
+    expect(ids).toHaveLength(1);
+    expect(ids[0]).not.toBe(id);
+    expect(logger.errors).toEqual([]);
   });
 
   it("reads the unmodified record back, as the control for the cases above", async () => {

@@ -2,12 +2,13 @@
  * Crash safety of the FileStore and the commit point: a server killed with
  * SIGKILL at a random moment of a steady stream of writes loses no
  * acknowledged increment, leaves no unreadable record, and the next sweep
- * removes whatever temporary file the kill left behind.
+ * removes whatever the kill left behind: temporary files, and the empty file of
+ * a first write that the kill cut between creating and writing it.
  *
  * The kill points are seeded: the seed is printed, `SEED=<n>` reproduces them.
  */
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,12 +77,20 @@ async function increment(server: Server, client: Client): Promise<boolean> {
   return true;
 }
 
-/** Every record file must read back as a record of the counter's key with an object of data. */
+/** Record files a kill left empty: first writes cut between creating the file and writing it. */
+async function emptyRecords(dir: string): Promise<string[]> {
+  const names = (await readdir(dir)).filter((name) => UUID.test(name));
+  const sizes = await Promise.all(names.map(async (name) => (await stat(join(dir, name))).size));
+  return names.filter((_, i) => sizes[i] === 0);
+}
+
+/** Every record file but those must read back as a record of the counter's key with an object of data. */
 async function assertRecordsReadable(dir: string): Promise<string[]> {
   const names = await readdir(dir);
   expect(names.filter((name) => name.includes(".corrupt-")), "quarantined records").toEqual([]);
   const store = new FileStore({ dir });
-  for (const id of names.filter((name) => UUID.test(name))) {
+  const empty = new Set(await emptyRecords(dir));
+  for (const id of names.filter((name) => UUID.test(name) && !empty.has(name))) {
     const record = await store.get(id);
     expect(record, id).toBeDefined();
     expect(record!.key).toBe("crash-counter");
@@ -111,6 +120,7 @@ describe("crash safety (SIGKILL mid-stream, FileStore)", () => {
     const random = seededRandom(seed);
     const clients: Client[] = Array.from({ length: CLIENTS }, (_, i) => ({ name: `client-${i}`, cookie: undefined, acked: 0, sent: 0, highestAcknowledged: 0 }));
     let tempsLeftByKills = 0;
+    let emptyLeftByKills = 0;
     let totalAcknowledged = 0;
 
     for (let round = 0; round <= KILLS; round++) {
@@ -133,6 +143,7 @@ describe("crash safety (SIGKILL mid-stream, FileStore)", () => {
       const sweep = await fetch(`${current.url}/sweep`, { method: "POST" });
       expect(sweep.status).toBe(200);
       expect((await readdir(dir)).filter((name) => name.endsWith(".tmp")), `temporary files after a sweep (round ${round})`).toEqual([]);
+      expect(await emptyRecords(dir), `empty record files after a sweep (round ${round})`).toEqual([]);
       if (round === KILLS) break;
 
       // Kill after a seeded number of acknowledgements, sometimes a few milliseconds later still.
@@ -167,6 +178,7 @@ describe("crash safety (SIGKILL mid-stream, FileStore)", () => {
       // No unreadable record, whatever the kill interrupted.
       const names = await assertRecordsReadable(dir);
       tempsLeftByKills += names.filter((name) => name.endsWith(".tmp")).length;
+      emptyLeftByKills += (await emptyRecords(dir)).length;
     }
 
     const final = server!;
@@ -174,7 +186,7 @@ describe("crash safety (SIGKILL mid-stream, FileStore)", () => {
     await kill(final);
     await assertRecordsReadable(dir);
     console.log(
-      `crash.test.ts: ${KILLS} kills, ${totalAcknowledged} acknowledged increments, ${tempsLeftByKills} temporary files left by kills and swept, ` +
+      `crash.test.ts: ${KILLS} kills, ${totalAcknowledged} acknowledged increments, ${tempsLeftByKills} temporary files and ${emptyLeftByKills} empty records left by kills and swept, ` +
         `final counts ${clients.map((client) => client.acked).join(", ")}`,
     );
     expect(clients.every((client) => client.cookie !== undefined)).toBe(true);

@@ -63,24 +63,29 @@ export class FileStore implements SessionStore {
       if (isCode(error, "ENOENT")) return undefined;
       throw error;
     }
+    if (text === "") {
+      // What a crash between creating a new record's file and writing it leaves: that
+      // write was never acknowledged, and there are no bytes to set aside.
+      this.#warn(`persist-session: record ${id} is an empty file, left by a write that a crash interrupted; it counts as no record.`);
+      return undefined;
+    }
     return parseRecordText(text, "file");
   }
 
   async set(id: string, record: StoredRecord): Promise<void> {
     await this.#ensureDir();
+    const text = formatRecordText(record);
+    const path = this.#path(id);
+    // A first write has no old record to protect, so it creates the file in place and
+    // skips the temporary file and the rename: half the directory updates of a new
+    // session. A crash in between leaves an empty file, never acknowledged, which reads
+    // as no record and goes with the sweep.
+    if (record.version === 1 && (await this.#create(path, text))) return;
     const temp = join(this.dir, `${id}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
     this.#ownTemps.add(temp);
     try {
-      // `wx` refuses to follow a planted symlink or reuse a file; 0600 before any byte is written.
-      const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-      try {
-        await handle.writeFile(formatRecordText(record));
-        // datasync: the data and the size needed to read it back, without flushing times.
-        if (this.#durable) await handle.datasync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, this.#path(id));
+      await this.#writeNew(temp, text);
+      await rename(temp, path);
       if (this.#durable) await this.#syncDir();
     } catch (error) {
       await unlink(temp).catch(() => undefined);
@@ -88,6 +93,34 @@ export class FileStore implements SessionStore {
     } finally {
       this.#ownTemps.delete(temp);
     }
+  }
+
+  /** Writes a record file that did not exist; `false` when it does exist after all. */
+  async #create(path: string, text: string): Promise<boolean> {
+    try {
+      await this.#writeNew(path, text);
+    } catch (error) {
+      if (isCode(error, "EEXIST")) return false;
+      throw error;
+    }
+    if (this.#durable) await this.#syncDir();
+    return true;
+  }
+
+  /** Creates `path` (never an existing file), writes `text` and, when durable, syncs it; removes it on failure. */
+  async #writeNew(path: string, text: string): Promise<void> {
+    // O_EXCL refuses to follow a planted symlink or reuse a file; 0600 before any byte is written.
+    const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    try {
+      await handle.writeFile(text);
+      // datasync: the data and the size needed to read it back, without flushing times.
+      if (this.#durable) await handle.datasync();
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      await unlink(path).catch(() => undefined);
+      throw error;
+    }
+    await handle.close();
   }
 
   async delete(id: string): Promise<void> {
@@ -111,6 +144,11 @@ export class FileStore implements SessionStore {
       try {
         handle = await open(join(this.dir, dirent.name), "r");
         const { bytesRead } = await handle.read(buffer, 0, HEADER_READ_BYTES, 0);
+        if (bytesRead === 0) {
+          // An interrupted create (see set): listed once no writer of this process can still be on it.
+          if (this.#orphaned((await handle.stat()).mtimeMs)) yield dirent.name;
+          continue;
+        }
         const text = buffer.toString("utf8", 0, bytesRead);
         const newline = text.indexOf("\n");
         if (newline !== -1 && parseRecordHeader(text.slice(0, newline)).expires <= now) yield dirent.name;
@@ -130,9 +168,7 @@ export class FileStore implements SessionStore {
       const path = join(this.dir, dirent.name);
       if (this.#ownTemps.has(path)) continue;
       try {
-        const { mtimeMs } = await stat(path);
-        // Older than this store means a crashed predecessor; otherwise give a live writer time.
-        if (mtimeMs < this.#startedAt || Date.now() - mtimeMs > ORPHAN_AGE_MS) {
+        if (this.#orphaned((await stat(path)).mtimeMs)) {
           await unlink(path);
           removed++;
         }
@@ -198,6 +234,11 @@ export class FileStore implements SessionStore {
     this.#logger = logger;
   }
 
+  /** Older than this store means a crashed predecessor made it; otherwise a live writer gets time. */
+  #orphaned(mtimeMs: number): boolean {
+    return mtimeMs < this.#startedAt || Date.now() - mtimeMs > ORPHAN_AGE_MS;
+  }
+
   #path(id: string): string {
     // Defence in depth: the session layer has checked already, but no other string may become a path.
     if (!isUuidV4(id)) throw new TypeError("persist-session: FileStore was given an id that is not a UUIDv4.");
@@ -209,17 +250,21 @@ export class FileStore implements SessionStore {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       const { mode } = await stat(this.dir);
       if ((mode & 0o077) !== 0) {
-        const warning =
+        this.#warn(
           `persist-session: the store directory ${this.dir} is readable by other users (mode ${(mode & 0o777).toString(8)}). ` +
-          "Run `chmod 700` on it; session records are private.";
-        if (this.#logger !== undefined) this.#logger.warn(warning);
-        else process.emitWarning(warning);
+            "Run `chmod 700` on it; session records are private.",
+        );
       }
     })().catch((error: unknown) => {
       this.#ready = undefined;
       throw error;
     });
     return this.#ready;
+  }
+
+  #warn(warning: string): void {
+    if (this.#logger !== undefined) this.#logger.warn(warning);
+    else process.emitWarning(warning);
   }
 
   async #syncDir(): Promise<void> {

@@ -50,7 +50,11 @@ export interface SessionStore {
    * lease alive while it is held and lets it expire when its holder dies.
    */
   lease?(id: string): Promise<Lease | undefined>;
-  /** Ids whose stored expiry may be before `now`; the library re-checks each under its lock before deleting. */
+  /**
+   * Ids whose stored expiry may be before `now`, or whose record reads as none (what an
+   * interrupted write left). The library re-reads each under its lock and deletes it only if it
+   * is expired or still reads as none; one that throws is left for a request to quarantine.
+   */
   expiredIds?(now: number): AsyncIterable<string>;
   /** Removes what an interrupted write left behind. */
   removeOrphans?(): Promise<number>;
