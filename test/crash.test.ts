@@ -5,6 +5,7 @@
  * removes whatever the kill left behind: temporary files, and the empty file of
  * a first write that the kill cut between creating and writing it.
  *
+ * Run for the FileStore and the durable one, whose journal every restart replays.
  * The kill points are seeded: the seed is printed, `SEED=<n>` reproduces them.
  */
 import { existsSync } from "node:fs";
@@ -41,8 +42,8 @@ interface Client {
 
 type Server = ChildServer;
 
-function startServer(dir: string): Promise<Server> {
-  return startChildServer(FIXTURE, [dir], { SESSION_SECRET: SECRET }, /listening (\d+)/);
+function startServer(dir: string, durable: boolean): Promise<Server> {
+  return startChildServer(FIXTURE, [dir], { SESSION_SECRET: SECRET, DURABLE: durable ? "1" : "0" }, /listening (\d+)/);
 }
 
 async function kill(server: Server): Promise<void> {
@@ -101,7 +102,10 @@ async function assertRecordsReadable(dir: string): Promise<string[]> {
   return names;
 }
 
-describe("crash safety (SIGKILL mid-stream, FileStore)", () => {
+describe.each([
+  ["FileStore", false],
+  ["durable FileStore", true],
+] as const)("crash safety (SIGKILL mid-stream, %s)", (name, durable) => {
   const seed = testSeed();
   let dir: string;
   let server: Server | undefined;
@@ -124,7 +128,7 @@ describe("crash safety (SIGKILL mid-stream, FileStore)", () => {
     let totalAcknowledged = 0;
 
     for (let round = 0; round <= KILLS; round++) {
-      server = await startServer(dir);
+      server = await startServer(dir, durable);
       const current = server;
 
       // What the previous process acknowledged is all there, and nothing that was never sent.
@@ -186,7 +190,7 @@ describe("crash safety (SIGKILL mid-stream, FileStore)", () => {
     await kill(final);
     await assertRecordsReadable(dir);
     console.log(
-      `crash.test.ts: ${KILLS} kills, ${totalAcknowledged} acknowledged increments, ${tempsLeftByKills} temporary files and ${emptyLeftByKills} empty records left by kills and swept, ` +
+      `crash.test.ts (${name}): ${KILLS} kills, ${totalAcknowledged} acknowledged increments, ${tempsLeftByKills} temporary files and ${emptyLeftByKills} empty records left by kills and swept, ` +
         `final counts ${clients.map((client) => client.acked).join(", ")}`,
     );
     expect(clients.every((client) => client.cookie !== undefined)).toBe(true);

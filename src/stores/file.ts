@@ -1,9 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { constants, writeFile } from "node:fs";
 import { link, mkdir, open, opendir, readFile, rename, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { promisify } from "node:util";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
+import { FileJournal, replayJournal } from "./file-journal.js";
+import { isCode, syncDirectory, syncFileSystem, unlinkIfPresent } from "./file-system.js";
 import { formatRecordText, parseRecordHeader, parseRecordText } from "./record-text.js";
 import type { SessionStore, StoredRecord } from "./store.js";
 
@@ -15,9 +18,12 @@ export interface FileStoreOptions {
    */
   dir?: string;
   /**
-   * fsync each record and its directory before a write counts as stored, so a
-   * power cut cannot lose an acknowledged write. Off by default: a process crash
-   * never loses one either way, and fsync costs milliseconds per write.
+   * A write counts as stored only once it is on disk, so a power cut cannot lose
+   * an acknowledged write. Off by default: a process crash never loses one either
+   * way. Writes go to a write-ahead journal that one fdatasync covers for all
+   * requests in flight, and the record files are made durable together every
+   * couple of seconds (syncfs through `sync -f`, Linux). Where that command is
+   * missing, each write and its directory are fsynced instead.
    * @default false
    */
   durable?: boolean;
@@ -36,6 +42,7 @@ const HEADER_READ_BYTES = 512;
  * file beside it and renaming it over: a crash leaves the old file or the new
  * one, never a torn one (remix-run/remix#4353 truncated in place).
  * One process per directory: records are cached in memory between requests.
+ * A durable store also keeps a write-ahead journal beside the records (file-journal.ts).
  */
 export class FileStore implements SessionStore {
   readonly dir: string;
@@ -44,6 +51,10 @@ export class FileStore implements SessionStore {
   readonly #startedAt = Date.now();
   readonly #ownTemps = new Set<string>();
   #ready: Promise<void> | undefined;
+  /** Durable through the journal: set once the directory is ready, where syncfs works. */
+  #journal: FileJournal | undefined;
+  /** Durable without the journal (no syncfs here): each write and its directory are fsynced. */
+  #fsyncEach = false;
 
   constructor(options: FileStoreOptions = {}) {
     const { dir = ".persist-session", durable = false } = options;
@@ -75,18 +86,33 @@ export class FileStore implements SessionStore {
   async set(id: string, record: StoredRecord): Promise<void> {
     await this.#ensureDir();
     const text = formatRecordText(record);
+    await this.#stored(id, text, this.#writeRecord(id, text, record.version === 1));
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.#ensureDir();
+    await this.#stored(id, undefined, unlinkIfPresent(this.#path(id)));
+  }
+
+  /** Waits for a change of a record file and, in the journal's care, for its entry (written meanwhile) to be on disk. */
+  async #stored(id: string, text: string | undefined, change: Promise<void>): Promise<void> {
+    if (this.#journal === undefined) return change;
+    await Promise.all([change, this.#journal.append(id, text, change)]);
+  }
+
+  async #writeRecord(id: string, text: string, first: boolean): Promise<void> {
     const path = this.#path(id);
     // A first write has no old record to protect, so it creates the file in place and
     // skips the temporary file and the rename: half the directory updates of a new
     // session. A crash in between leaves an empty file, never acknowledged, which reads
     // as no record and goes with the sweep.
-    if (record.version === 1 && (await this.#create(path, text))) return;
+    if (first && (await this.#create(path, text))) return;
     const temp = join(this.dir, `${id}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
     this.#ownTemps.add(temp);
     try {
       await this.#writeNew(temp, text);
       await rename(temp, path);
-      if (this.#durable) await this.#syncDir();
+      if (this.#fsyncEach) await syncDirectory(this.dir);
     } catch (error) {
       await unlink(temp).catch(() => undefined);
       throw error;
@@ -103,30 +129,29 @@ export class FileStore implements SessionStore {
       if (isCode(error, "EEXIST")) return false;
       throw error;
     }
-    if (this.#durable) await this.#syncDir();
+    if (this.#fsyncEach) await syncDirectory(this.dir);
     return true;
   }
 
-  /** Creates `path` (never an existing file), writes `text` and, when durable, syncs it; removes it on failure. */
+  /** Creates `path` (never an existing file) and writes `text`, synced when each write must be; removes it on failure. */
   async #writeNew(path: string, text: string): Promise<void> {
-    // O_EXCL refuses to follow a planted symlink or reuse a file; 0600 before any byte is written.
-    const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
-      await handle.writeFile(text);
-      // datasync: the data and the size needed to read it back, without flushing times.
-      if (this.#durable) await handle.datasync();
+      if (this.#fsyncEach) await writeSynced(path, text);
+      // The callback API: about half the CPU of a FileHandle's open, write and close (measured).
+      else await writeFileOnce(path, text, { flag: "wx", mode: 0o600 });
     } catch (error) {
-      await handle.close().catch(() => undefined);
-      await unlink(path).catch(() => undefined);
+      // EEXIST is someone else's file: never remove it.
+      if (!isCode(error, "EEXIST")) await unlink(path).catch(() => undefined);
       throw error;
     }
-    await handle.close();
   }
 
-  async delete(id: string): Promise<void> {
-    await unlink(this.#path(id)).catch((error: unknown) => {
-      if (!isCode(error, "ENOENT")) throw error;
-    });
+  /** Replays journal entries into the record files. */
+  async #applyChanges(changes: ReadonlyMap<string, string | undefined>): Promise<void> {
+    for (const [id, text] of changes) {
+      if (text === undefined) await unlinkIfPresent(this.#path(id));
+      else await this.#writeRecord(id, text, false);
+    }
   }
 
   async quarantine(id: string): Promise<void> {
@@ -190,13 +215,7 @@ export class FileStore implements SessionStore {
     const temp = join(this.dir, `${SECRET_FILE}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
     this.#ownTemps.add(temp);
     try {
-      const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-      try {
-        await handle.writeFile(`${secret}\n`);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await writeSynced(temp, `${secret}\n`);
       await link(temp, path);
       return secret;
     } catch (error) {
@@ -224,6 +243,12 @@ export class FileStore implements SessionStore {
       );
     }
     return text;
+  }
+
+  /** Makes everything written so far durable in the record files (a checkpoint) and stops the journal's timer. */
+  async close(): Promise<void> {
+    await this.#ready?.catch(() => undefined);
+    await this.#journal?.close();
   }
 
   describe(): string {
@@ -255,6 +280,21 @@ export class FileStore implements SessionStore {
             "Run `chmod 700` on it; session records are private.",
         );
       }
+      // Segments a durable run left may hold writes its record files lack, whatever this store's mode.
+      const logger = () => this.#logger;
+      const lastSegment = await replayJournal(this.dir, (changes) => this.#applyChanges(changes), logger);
+      if (this.#durable) {
+        try {
+          await syncFileSystem(this.dir);
+          this.#journal = new FileJournal(this.dir, lastSegment + 1, logger);
+        } catch {
+          this.#fsyncEach = true;
+          this.#warn(
+            "persist-session: syncfs (`sync -f`) is not available here, so the durable FileStore fsyncs every write and its directory: " +
+              "as safe, and slower on new sessions.",
+          );
+        }
+      }
     })().catch((error: unknown) => {
       this.#ready = undefined;
       throw error;
@@ -266,18 +306,18 @@ export class FileStore implements SessionStore {
     if (this.#logger !== undefined) this.#logger.warn(warning);
     else process.emitWarning(warning);
   }
+}
 
-  async #syncDir(): Promise<void> {
-    const handle = await open(this.dir, "r");
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+/** `wx` refuses to follow a planted symlink or reuse a file; 0600 before any byte is written. */
+const writeFileOnce = promisify(writeFile);
+
+/** Like {@link writeFileOnce}, then fdatasync: the data and the size needed to read it back, without flushing times. */
+async function writeSynced(path: string, text: string): Promise<void> {
+  const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  try {
+    await handle.writeFile(text);
+    await handle.datasync();
+  } finally {
+    await handle.close();
   }
 }
-
-function isCode(error: unknown, code: string): boolean {
-  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === code;
-}
-

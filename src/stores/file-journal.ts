@@ -1,0 +1,244 @@
+import { createHash } from "node:crypto";
+import { constants } from "node:fs";
+import { open, readdir, readFile, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { isUuidV4 } from "../cookie-signing.js";
+import type { Logger } from "../logger.js";
+import { isCode, syncDirectory, syncFileSystem, unlinkIfPresent } from "./file-system.js";
+
+/**
+ * The write-ahead journal of a durable FileStore: how a write survives a
+ * power cut without an fsync of its own record file and directory.
+ *
+ * Each write or deletion changes its record file as usual, without fsync, and is
+ * at the same time appended to the current journal segment. Appends that arrive
+ * while a segment is being synced wait and go together, so one write and one
+ * fdatasync cover every request in flight. A checkpoint, a couple of seconds later
+ * or once a segment is large, makes the record files durable with a single
+ * syncfs(2) and removes the segment. After a crash or power cut, the segments left
+ * are replayed in order: each record's last entry wins.
+ *
+ * A segment is `<id> <bytes> <checksum>\n<record text>` per write and
+ * `<id> - <checksum>\n` per deletion. A crash can cut the last entry short; its
+ * checksum then fails and replay stops there. That entry was never acknowledged.
+ */
+
+/** How long a segment collects entries before its checkpoint: this bounds what a restart replays. */
+const CHECKPOINT_MS = 2_000;
+/** A segment this large is checkpointed at once, whatever its age. */
+const SEGMENT_BYTES = 16 * 1024 * 1024;
+const SEGMENT_NAME = /^journal-(\d{1,15})\.log$/;
+/** An entry's header line is a UUID, a length and a checksum: far shorter than this. */
+const MAX_HEADER_BYTES = 128;
+
+/** Writes each record's last replayed state to its file (`undefined`: deleted); no fsync needed. */
+export type ApplyChanges = (changes: ReadonlyMap<string, string | undefined>) => Promise<void>;
+
+interface Segment {
+  readonly path: string;
+  readonly handle: FileHandle;
+  bytes: number;
+  readonly timer: NodeJS.Timeout;
+  /** The record-file changes of its entries, which may still run: syncfs must come after them. */
+  readonly applying: Array<Promise<unknown>>;
+}
+
+interface Pending {
+  readonly entry: Buffer;
+  readonly applied: Promise<unknown>;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+export class FileJournal {
+  #nextSeq: number;
+  #segment: Segment | undefined;
+  #queue: Pending[] = [];
+  #flushing: Promise<void> | undefined;
+  #checkpointDue = false;
+  #checkpoints: Promise<void> = Promise.resolve();
+  /** Segments whose checkpoint failed: the next one that succeeds covers them too. */
+  readonly #uncheckpointed: string[] = [];
+
+  /** `firstSeq` follows the last segment {@link replayJournal} found. Needs syncfs: see {@link syncFileSystem}. */
+  constructor(
+    readonly dir: string,
+    firstSeq: number,
+    readonly logger: () => Logger | undefined,
+  ) {
+    this.#nextSeq = firstSeq;
+  }
+
+  /**
+   * Appends a write (`text`) or a deletion (`undefined`) of `id`; resolves once it is
+   * on disk. `applied` is the change to the record file, running meanwhile.
+   */
+  append(id: string, text: string | undefined, applied: Promise<unknown>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ entry: encodeEntry(id, text), applied, resolve, reject });
+      this.#flushing ??= this.#flush();
+    });
+  }
+
+  /** Checkpoints everything appended so far and stops the timer; later appends start a new segment. */
+  async close(): Promise<void> {
+    await this.#flushing;
+    this.#retire();
+    await this.#checkpoints;
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0);
+        const data = batch.length === 1 ? batch[0]!.entry : Buffer.concat(batch.map((pending) => pending.entry));
+        try {
+          const segment = (this.#segment ??= await this.#openSegment());
+          for (const pending of batch) segment.applying.push(pending.applied);
+          const { bytesWritten } = await segment.handle.write(data);
+          if (bytesWritten !== data.length) throw new Error(`persist-session: the journal took ${bytesWritten} of ${data.length} bytes.`);
+          await segment.handle.datasync();
+          segment.bytes += data.length;
+          for (const pending of batch) pending.resolve();
+        } catch (error) {
+          for (const pending of batch) pending.reject(error);
+          // Part of an entry may be on disk, and replay stops at a torn entry: later ones go to a new segment.
+          this.#checkpointDue = true;
+        }
+        if (this.#checkpointDue || (this.#segment?.bytes ?? 0) >= SEGMENT_BYTES) this.#retire();
+      }
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+
+  async #openSegment(): Promise<Segment> {
+    for (;;) {
+      const path = join(this.dir, `journal-${this.#nextSeq++}.log`);
+      let handle: FileHandle;
+      try {
+        handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_APPEND, 0o600);
+      } catch (error) {
+        if (isCode(error, "EEXIST")) continue;
+        throw error;
+      }
+      // The segment's name must survive a power cut as surely as the entries fdatasync puts in it.
+      await syncDirectory(this.dir);
+      const timer = setTimeout(() => this.#onTimer(), CHECKPOINT_MS);
+      timer.unref();
+      return { path, handle, bytes: 0, timer, applying: [] };
+    }
+  }
+
+  #onTimer(): void {
+    // Never under a batch in flight: the flush loop retires the segment once that batch is on disk.
+    if (this.#flushing !== undefined) this.#checkpointDue = true;
+    else this.#retire();
+  }
+
+  /** Ends the current segment; its checkpoint runs after the earlier ones. */
+  #retire(): void {
+    this.#checkpointDue = false;
+    const segment = this.#segment;
+    if (segment === undefined) return;
+    this.#segment = undefined;
+    clearTimeout(segment.timer);
+    this.#checkpoints = this.#checkpoints.then(() => this.#checkpoint(segment));
+  }
+
+  async #checkpoint(segment: Segment): Promise<void> {
+    try {
+      await segment.handle.close();
+      this.#uncheckpointed.push(segment.path);
+      // A failed file change failed its request; the others must be in what syncfs covers.
+      await Promise.allSettled(segment.applying);
+      await syncFileSystem(this.dir);
+      for (const path of this.#uncheckpointed.splice(0)) await unlinkIfPresent(path);
+    } catch (error) {
+      this.logger()?.error(
+        `persist-session: a journal checkpoint in ${this.dir} failed; its segments stay and are replayed at the next start.`,
+        error,
+      );
+    }
+  }
+}
+
+/**
+ * Replays the segments a previous process left in `dir` (each record's last entry),
+ * makes the result durable, removes them, and returns the last sequence number (0 for none).
+ */
+export async function replayJournal(dir: string, apply: ApplyChanges, logger: () => Logger | undefined): Promise<number> {
+  const segments = (await readdir(dir))
+    .map((name) => ({ name, seq: Number(SEGMENT_NAME.exec(name)?.[1]) }))
+    .filter(({ seq }) => Number.isSafeInteger(seq))
+    .sort((a, b) => a.seq - b.seq);
+  if (segments.length === 0) return 0;
+  const latest = new Map<string, string | undefined>();
+  for (const { name } of segments) {
+    const buffer = await readFile(join(dir, name));
+    const end = decodeEntries(buffer, (id, text) => latest.set(id, text));
+    if (end < buffer.length) {
+      logger()?.warn(`persist-session: journal segment ${name} ends in ${buffer.length - end} bytes of an entry a crash cut short; that write was never acknowledged.`);
+    }
+  }
+  await apply(latest);
+  await syncFileSystem(dir).catch(() => syncEach(dir, [...latest.keys()]));
+  for (const { name } of segments) await unlinkIfPresent(join(dir, name));
+  return segments.at(-1)!.seq;
+}
+
+function encodeEntry(id: string, text: string | undefined): Buffer {
+  if (text === undefined) return Buffer.from(`${id} - ${checksum(id, "-")}\n`);
+  const payload = Buffer.from(text);
+  return Buffer.concat([Buffer.from(`${id} ${payload.length} ${checksum(id, String(payload.length), payload)}\n`), payload]);
+}
+
+/** Calls `entry` for each whole entry in order; returns where the entries end (the first torn one, or the end). */
+function decodeEntries(buffer: Buffer, entry: (id: string, text: string | undefined) => void): number {
+  let offset = 0;
+  while (offset < buffer.length) {
+    const newline = buffer.indexOf(0x0a, offset);
+    if (newline === -1 || newline - offset > MAX_HEADER_BYTES) return offset;
+    const [id, length, sum, extra] = buffer.toString("latin1", offset, newline).split(" ");
+    if (id === undefined || !isUuidV4(id) || sum === undefined || extra !== undefined) return offset;
+    if (length === "-") {
+      if (sum !== checksum(id, "-")) return offset;
+      entry(id, undefined);
+      offset = newline + 1;
+      continue;
+    }
+    if (length === undefined || !/^\d{1,10}$/.test(length)) return offset;
+    const end = newline + 1 + Number(length);
+    if (end > buffer.length) return offset;
+    const payload = buffer.subarray(newline + 1, end);
+    if (sum !== checksum(id, length, payload)) return offset;
+    entry(id, payload.toString("utf8"));
+    offset = end;
+  }
+  return offset;
+}
+
+function checksum(id: string, length: string, payload?: Buffer): string {
+  const hash = createHash("sha256").update(`${id} ${length}\n`);
+  if (payload !== undefined) hash.update(payload);
+  return hash.digest("base64url").slice(0, 16);
+}
+
+/** Without syncfs: each replayed record file, then the directory. */
+async function syncEach(dir: string, ids: readonly string[]): Promise<void> {
+  for (const id of ids) {
+    let handle: FileHandle;
+    try {
+      handle = await open(join(dir, id), "r");
+    } catch (error) {
+      if (isCode(error, "ENOENT")) continue;
+      throw error;
+    }
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+  await syncDirectory(dir);
+}
