@@ -7,7 +7,7 @@
  * A power cut cannot be caused here, so each test builds its state on disk: the
  * record files as of the last checkpoint, plus the journal segments written since.
  */
-import { copyFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse, stringify } from "devalue";
@@ -31,8 +31,10 @@ async function countOf(store: FileStore, id: string): Promise<number | undefined
   return stored === undefined ? undefined : (parse(stored.data) as { count: number }).count;
 }
 
+/** The journal's segments in store directory `dir`. */
 async function segments(dir: string): Promise<string[]> {
-  return (await readdir(dir)).filter((name) => SEGMENT.test(name));
+  const names = await readdir(join(dir, "journal")).catch(() => []);
+  return names.filter((name) => SEGMENT.test(name));
 }
 
 describe("FileStore durable: the write-ahead journal", () => {
@@ -51,7 +53,8 @@ describe("FileStore durable: the write-ahead journal", () => {
   /** The disk after a power cut: `files` as the last checkpoint left them, and the journal as it is now. */
   async function powerCut(files: ReadonlyMap<string, Buffer>): Promise<void> {
     for (const [name, bytes] of files) await writeFile(join(crashed, name), bytes, { mode: 0o600 });
-    for (const name of await segments(dir)) await copyFile(join(dir, name), join(crashed, name));
+    await mkdir(join(crashed, "journal"), { recursive: true });
+    for (const name of await segments(dir)) await copyFile(join(dir, "journal", name), join(crashed, "journal", name));
   }
 
   async function recordFiles(at: string): Promise<Map<string, Buffer>> {
@@ -120,9 +123,10 @@ describe("FileStore durable: the write-ahead journal", () => {
     await store.set(B, record(1, 2));
     await powerCut(new Map());
     const [segment] = await segments(crashed);
-    const whole = await readFile(join(crashed, segment!));
+    const path = join(crashed, "journal", segment!);
+    const whole = await readFile(path);
     // Drop the last 10 bytes: B's entry is torn.
-    await writeFile(join(crashed, segment!), whole.subarray(0, whole.length - 10));
+    await writeFile(path, whole.subarray(0, whole.length - 10));
 
     const restarted = open(crashed);
     expect(await countOf(restarted, A)).toBe(1);
@@ -132,12 +136,13 @@ describe("FileStore durable: the write-ahead journal", () => {
 
   it("refuses entries with a wrong checksum or an id that is not a UUIDv4, so no path leaves the store", async () => {
     const escape = join(crashed, "..", `escaped-${process.pid}`);
+    await mkdir(join(crashed, "journal"));
     await writeFile(
-      join(crashed, "journal-1.log"),
+      join(crashed, "journal", "journal-1.log"),
       // A record id that walks out of the directory, then a real id with a checksum that does not match.
       `../escaped-${process.pid} 5 AAAAAAAAAAAAAAAA\nhello${A} 5 AAAAAAAAAAAAAAAA\nhello`,
     );
-    await writeFile(join(crashed, "journal-2.log"), `${B} 5 AAAAAAAAAAAAAAAA\nhello`);
+    await writeFile(join(crashed, "journal", "journal-2.log"), `${B} 5 AAAAAAAAAAAAAAAA\nhello`);
 
     const restarted = open(crashed);
     expect(await countOf(restarted, A)).toBeUndefined();
@@ -153,7 +158,8 @@ describe("FileStore durable: the write-ahead journal", () => {
     await store.set(A, record(1, 9));
     const [segment] = await segments(dir);
     expect(segment).toBeDefined();
-    expect((await stat(join(dir, segment!))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dir, "journal", segment!))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dir, "journal"))).mode & 0o777).toBe(0o700);
     await eventually(async () => (await segments(dir)).length === 0, "the checkpoint", 15_000);
     expect(await countOf(open(dir), A)).toBe(9);
     expect(logger.errors).toEqual([]);

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { constants } from "node:fs";
-import { open, readdir, readFile, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
@@ -18,7 +18,8 @@ import { isCode, syncDirectory, syncFileSystem, unlinkIfPresent } from "./file-s
  * syncfs(2) and removes the segment. After a crash or power cut, the segments left
  * are replayed in order: each record's last entry wins.
  *
- * A segment is `<id> <bytes> <checksum>\n<record text>` per write and
+ * Segments live in `<store dir>/journal/`, so that finding them never lists the
+ * records. A segment is `<id> <bytes> <checksum>\n<record text>` per write and
  * `<id> - <checksum>\n` per deletion. A crash can cut the last entry short; its
  * checksum then fails and replay stops there. That entry was never acknowledged.
  */
@@ -28,6 +29,7 @@ const CHECKPOINT_MS = 2_000;
 /** A segment this large is checkpointed at once, whatever its age. */
 const SEGMENT_BYTES = 16 * 1024 * 1024;
 const SEGMENT_NAME = /^journal-(\d{1,15})\.log$/;
+const JOURNAL_DIR = "journal";
 /** An entry's header line is a UUID, a length and a checksum: far shorter than this. */
 const MAX_HEADER_BYTES = 128;
 
@@ -52,6 +54,8 @@ interface Pending {
 
 export class FileJournal {
   #nextSeq: number;
+  readonly #journalDir: string;
+  #journalDirMade = false;
   #segment: Segment | undefined;
   #queue: Pending[] = [];
   #flushing: Promise<void> | undefined;
@@ -67,6 +71,7 @@ export class FileJournal {
     readonly logger: () => Logger | undefined,
   ) {
     this.#nextSeq = firstSeq;
+    this.#journalDir = join(dir, JOURNAL_DIR);
   }
 
   /**
@@ -113,8 +118,14 @@ export class FileJournal {
   }
 
   async #openSegment(): Promise<Segment> {
+    if (!this.#journalDirMade) {
+      await mkdir(this.#journalDir, { recursive: true, mode: 0o700 });
+      // Its name in the store directory must survive a power cut too.
+      await syncDirectory(this.dir);
+      this.#journalDirMade = true;
+    }
     for (;;) {
-      const path = join(this.dir, `journal-${this.#nextSeq++}.log`);
+      const path = join(this.#journalDir, `journal-${this.#nextSeq++}.log`);
       let handle: FileHandle;
       try {
         handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_APPEND, 0o600);
@@ -123,7 +134,7 @@ export class FileJournal {
         throw error;
       }
       // The segment's name must survive a power cut as surely as the entries fdatasync puts in it.
-      await syncDirectory(this.dir);
+      await syncDirectory(this.#journalDir);
       const timer = setTimeout(() => this.#onTimer(), CHECKPOINT_MS);
       timer.unref();
       return { path, handle, bytes: 0, timer, applying: [] };
@@ -164,18 +175,26 @@ export class FileJournal {
 }
 
 /**
- * Replays the segments a previous process left in `dir` (each record's last entry),
+ * Replays the segments a previous process left in the journal of store directory `dir` (each record's last entry),
  * makes the result durable, removes them, and returns the last sequence number (0 for none).
  */
 export async function replayJournal(dir: string, apply: ApplyChanges, logger: () => Logger | undefined): Promise<number> {
-  const segments = (await readdir(dir))
+  const journalDir = join(dir, JOURNAL_DIR);
+  let names: string[];
+  try {
+    names = await readdir(journalDir);
+  } catch (error) {
+    if (isCode(error, "ENOENT")) return 0;
+    throw error;
+  }
+  const segments = names
     .map((name) => ({ name, seq: Number(SEGMENT_NAME.exec(name)?.[1]) }))
     .filter(({ seq }) => Number.isSafeInteger(seq))
     .sort((a, b) => a.seq - b.seq);
   if (segments.length === 0) return 0;
   const latest = new Map<string, string | undefined>();
   for (const { name } of segments) {
-    const buffer = await readFile(join(dir, name));
+    const buffer = await readFile(join(journalDir, name));
     const end = decodeEntries(buffer, (id, text) => latest.set(id, text));
     if (end < buffer.length) {
       logger()?.warn(`persist-session: journal segment ${name} ends in ${buffer.length - end} bytes of an entry a crash cut short; that write was never acknowledged.`);
@@ -183,7 +202,7 @@ export async function replayJournal(dir: string, apply: ApplyChanges, logger: ()
   }
   await apply(latest);
   await syncFileSystem(dir).catch(() => syncEach(dir, [...latest.keys()]));
-  for (const { name } of segments) await unlinkIfPresent(join(dir, name));
+  for (const { name } of segments) await unlinkIfPresent(join(journalDir, name));
   return segments.at(-1)!.seq;
 }
 
