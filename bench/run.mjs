@@ -6,7 +6,7 @@
 //   npm run bench -- http         only the HTTP table      (also: micro, scale, profile)
 //   BENCH_DURATION=2 npm run bench -- http    a smoke run (seconds per variant and round)
 //
-// Environment: BENCH_DURATION (s, default 10), BENCH_ROUNDS (default 2), BENCH_CONNECTIONS
+// Environment: BENCH_DURATION (s, default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS
 // (default 10), BENCH_WARMUP (s, default 1), BENCH_VARIANTS (comma-separated ids to keep),
 // BENCH_REDIS_URL (default redis://127.0.0.1:6379). Traffic goes to 127.0.0.1 only.
 import { execFileSync, spawnSync } from "node:child_process";
@@ -26,14 +26,14 @@ for (const part of wanted) {
   }
 }
 
-const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2));
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 
 /** Every variant of the HTTP comparison, in table order. */
 const VARIANTS = [
   { id: "bare-http", label: "node:http, no session (ceiling)" },
   { id: "ps-memory-http", label: "persist-session MemoryStore · node:http" },
   { id: "ps-file-http", label: "persist-session FileStore · node:http" },
-  { id: "ps-durable-http", label: "persist-session FileStore durable (fsync) · node:http" },
+  { id: "ps-durable-http", label: "persist-session FileStore durable (journal + fdatasync) · node:http" },
   { id: "ps-redis-http", label: "persist-session RedisStore · node:http", redis: true, redisStore: true },
   { id: "ps-memory-express", label: "persist-session MemoryStore · Express" },
   { id: "ps-file-express", label: "persist-session FileStore · Express" },
