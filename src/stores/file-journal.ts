@@ -76,7 +76,9 @@ export class FileJournal {
 
   /**
    * Appends a write (`text`) or a deletion (`undefined`) of `id`; resolves once it is
-   * on disk. `applied` is the change to the record file, running meanwhile.
+   * on disk. `applied` is the change to the record file, running meanwhile. If that
+   * change fails, its request fails, yet the entry may be on disk and a restart replays
+   * it: like a write whose fsync failed, a failed write may still become visible.
    */
   append(id: string, text: string | undefined, applied: Promise<unknown>): Promise<void> {
     return new Promise((resolve, reject) => {
