@@ -4,7 +4,7 @@ import { mkdir, open, readdir, readFile, type FileHandle } from "node:fs/promise
 import { join } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
-import { isCode, syncDirectory, syncFileSystem, unlinkIfPresent } from "./file-system.js";
+import { isCode, syncFileSystem, syncPath, unlinkIfPresent } from "./file-system.js";
 
 /**
  * The write-ahead journal of a durable FileStore: how a write survives a
@@ -33,8 +33,8 @@ const JOURNAL_DIR = "journal";
 /** An entry's header line is a UUID, a length and a checksum: far shorter than this. */
 const MAX_HEADER_BYTES = 128;
 
-/** Writes each record's last replayed state to its file (`undefined`: deleted); no fsync needed. */
-export type ApplyChanges = (changes: ReadonlyMap<string, string | undefined>) => Promise<void>;
+/** Writes each record's last replayed state to its file (its bytes; `undefined`: deleted); no fsync needed. */
+export type ApplyChanges = (changes: ReadonlyMap<string, Buffer | undefined>) => Promise<void>;
 
 interface Segment {
   readonly path: string;
@@ -75,14 +75,15 @@ export class FileJournal {
   }
 
   /**
-   * Appends a write (`text`) or a deletion (`undefined`) of `id`; resolves once it is
-   * on disk. `applied` is the change to the record file, running meanwhile. If that
-   * change fails, its request fails, yet the entry may be on disk and a restart replays
-   * it: like a write whose fsync failed, a failed write may still become visible.
+   * Appends a write (the record file's `bytes`) or a deletion (`undefined`) of `id`;
+   * resolves once it is on disk. `applied` is the change to the record file, running
+   * meanwhile. If that change fails, its request fails, yet the entry may be on disk and
+   * a restart replays it: like a write whose fsync failed, a failed write may still
+   * become visible.
    */
-  append(id: string, text: string | undefined, applied: Promise<unknown>): Promise<void> {
+  append(id: string, bytes: Buffer | undefined, applied: Promise<unknown>): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ entry: encodeEntry(id, text), applied, resolve, reject });
+      this.#queue.push({ entry: encodeEntry(id, bytes), applied, resolve, reject });
       this.#flushing ??= this.#flush();
     });
   }
@@ -123,7 +124,7 @@ export class FileJournal {
     if (!this.#journalDirMade) {
       await mkdir(this.#journalDir, { recursive: true, mode: 0o700 });
       // Its name in the store directory must survive a power cut too.
-      await syncDirectory(this.dir);
+      await syncPath(this.dir);
       this.#journalDirMade = true;
     }
     for (;;) {
@@ -136,7 +137,7 @@ export class FileJournal {
         throw error;
       }
       // The segment's name must survive a power cut as surely as the entries fdatasync puts in it.
-      await syncDirectory(this.#journalDir);
+      await syncPath(this.#journalDir);
       const timer = setTimeout(() => this.#onTimer(), CHECKPOINT_MS);
       timer.unref();
       return { path, handle, bytes: 0, timer, applying: [] };
@@ -194,10 +195,10 @@ export async function replayJournal(dir: string, apply: ApplyChanges, logger: ()
     .filter(({ seq }) => Number.isSafeInteger(seq))
     .sort((a, b) => a.seq - b.seq);
   if (segments.length === 0) return 0;
-  const latest = new Map<string, string | undefined>();
+  const latest = new Map<string, Buffer | undefined>();
   for (const { name } of segments) {
     const buffer = await readFile(join(journalDir, name));
-    const end = decodeEntries(buffer, (id, text) => latest.set(id, text));
+    const end = decodeEntries(buffer, (id, bytes) => latest.set(id, bytes));
     if (end < buffer.length) {
       logger()?.warn(`persist-session: journal segment ${name} ends in ${buffer.length - end} bytes of an entry a crash cut short; that write was never acknowledged.`);
     }
@@ -208,14 +209,13 @@ export async function replayJournal(dir: string, apply: ApplyChanges, logger: ()
   return segments.at(-1)!.seq;
 }
 
-function encodeEntry(id: string, text: string | undefined): Buffer {
-  if (text === undefined) return Buffer.from(`${id} - ${checksum(id, "-")}\n`);
-  const payload = Buffer.from(text);
+function encodeEntry(id: string, payload: Buffer | undefined): Buffer {
+  if (payload === undefined) return Buffer.from(`${id} - ${checksum(id, "-")}\n`);
   return Buffer.concat([Buffer.from(`${id} ${payload.length} ${checksum(id, String(payload.length), payload)}\n`), payload]);
 }
 
 /** Calls `entry` for each whole entry in order; returns where the entries end (the first torn one, or the end). */
-function decodeEntries(buffer: Buffer, entry: (id: string, text: string | undefined) => void): number {
+function decodeEntries(buffer: Buffer, entry: (id: string, payload: Buffer | undefined) => void): number {
   let offset = 0;
   while (offset < buffer.length) {
     const newline = buffer.indexOf(0x0a, offset);
@@ -233,7 +233,7 @@ function decodeEntries(buffer: Buffer, entry: (id: string, text: string | undefi
     if (end > buffer.length) return offset;
     const payload = buffer.subarray(newline + 1, end);
     if (sum !== checksum(id, length, payload)) return offset;
-    entry(id, payload.toString("utf8"));
+    entry(id, payload);
     offset = end;
   }
   return offset;
@@ -248,18 +248,9 @@ function checksum(id: string, length: string, payload?: Buffer): string {
 /** Without syncfs: each replayed record file, then the directory. */
 async function syncEach(dir: string, ids: readonly string[]): Promise<void> {
   for (const id of ids) {
-    let handle: FileHandle;
-    try {
-      handle = await open(join(dir, id), "r");
-    } catch (error) {
-      if (isCode(error, "ENOENT")) continue;
-      throw error;
-    }
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await syncPath(join(dir, id)).catch((error: unknown) => {
+      if (!isCode(error, "ENOENT")) throw error;
+    });
   }
-  await syncDirectory(dir);
+  await syncPath(dir);
 }

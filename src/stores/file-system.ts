@@ -15,9 +15,9 @@ export function syncFileSystem(dir: string): Promise<void> {
   });
 }
 
-/** fsync of a directory: makes the names created, renamed or removed in it durable. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
+/** fsync of a file, or of a directory: that makes the names created, renamed or removed in it durable. */
+export async function syncPath(path: string): Promise<void> {
+  const handle = await open(path, "r");
   try {
     await handle.sync();
   } finally {
