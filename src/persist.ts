@@ -26,8 +26,8 @@ export interface Registration {
   readonly className: string;
   readonly codec: StateCodec;
   readonly scope: "browser" | "user";
-  /** A fresh instance with the constructor's defaults, outside any request. */
-  createDefaults(): object;
+  /** Replaces every own property of `target` with the constructor's defaults (a reset or an unreadable record). */
+  resetToDefaults(target: object): void;
 }
 
 /** RFC 6265 `cookie-name` is an RFC 7230 `token`: the key becomes the cookie's name. */
@@ -69,7 +69,12 @@ export function persist(key: string, options: PersistOptions = {}) {
     }
     const Base = target as unknown as new () => object;
     const className = target.name || "AnonymousState";
-    const registration: Registration = { key, className, codec, scope, createDefaults: () => new Base() };
+    const resetToDefaults = (instance: object): void => {
+      for (const name of Object.keys(instance)) delete (instance as Record<string, unknown>)[name];
+      // The undecorated class: its constructor does not look up the request.
+      Object.assign(instance, new Base());
+    };
+    const registration: Registration = { key, className, codec, scope, resetToDefaults };
     const existing = registry.get(key);
     if (existing !== undefined && existing.className !== className) {
       throw new Error(

@@ -154,8 +154,7 @@ export class RequestSession {
           binding.entry = undefined;
           void quarantined.finally(() => this.core.records.release(entry));
         }
-        for (const key of Object.keys(fresh)) delete (fresh as Record<string, unknown>)[key];
-        Object.assign(fresh, registration.createDefaults());
+        registration.resetToDefaults(fresh);
       }
     }
     if (binding.entry !== undefined && binding.entry.live === undefined) binding.entry.live = fresh;
@@ -203,9 +202,7 @@ export class RequestSession {
   async clear(state: object): Promise<void> {
     const binding = this.#bindingOf(state, "clearCookieState()");
     binding.assertWritable("clearCookieState()");
-    const target = binding.target as Record<string, unknown>;
-    for (const key of Object.keys(target)) delete target[key];
-    Object.assign(target, binding.registration!.createDefaults());
+    binding.registration!.resetToDefaults(binding.target!);
     binding.changed = binding.touch = binding.resign = false;
     binding.cleared = true;
     const entry = binding.entry;
