@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileStore, MemoryStore, persist, persistSession, type PersistSessionOptions, type SessionStore, type Sessions } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
-import { Browser, fromFetch, listen, type TestServer } from "./helpers/http.js";
+import { Browser, fromFetch, listen, stopAll, type TestServer } from "./helpers/http.js";
 import { capturingLogger, delay, eventually, type CapturingLogger } from "./helpers/robustness.js";
 import { wrapStore } from "./helpers/wrap-store.js";
 import { storeKinds, type StoreBacking } from "./helpers/stores.js";
@@ -115,10 +115,7 @@ for (const kind of storeKinds) {
         logger = capturingLogger();
       });
       afterEach(async () => {
-        for (const { server, sessions } of running.splice(0)) {
-          await server.close();
-          await sessions.close();
-        }
+        await stopAll(running);
         await backing.cleanup();
       });
 
@@ -251,10 +248,7 @@ describe.each([
     if (cause === "store") store.failure = errno("ENOSPC", "no space left on device, write");
   });
   afterEach(async () => {
-    for (const { server, sessions } of running.splice(0)) {
-      await server.close();
-      await sessions.close();
-    }
+    await stopAll(running);
   });
 
   it("node:http: answers 500, drops the handler's later writes, and keeps serving", async () => {
@@ -370,10 +364,7 @@ describe.each(ADAPTERS)("a store directory that refuses writes · FileStore · %
   afterEach(async () => {
     if (protectedDir !== undefined) await protection!.undo(protectedDir);
     protectedDir = undefined;
-    for (const { server, sessions } of running.splice(0)) {
-      await server.close();
-      await sessions.close();
-    }
+    await stopAll(running);
     await rm(parent, { recursive: true, force: true });
   });
   afterAll(() => {

@@ -7,7 +7,7 @@ import type http from "node:http";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { persistSession, type Sessions } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
-import { Browser, fromFetch, listen, type TestServer } from "./helpers/http.js";
+import { Browser, fromFetch, listen, stopAll, type TestServer } from "./helpers/http.js";
 import { fileStoreKind, type StoreBacking } from "./helpers/stores.js";
 import { SECRET } from "./suites/behaviour.js";
 
@@ -157,10 +157,7 @@ describe.each(["node:http · writeHead", "node:http · flushHeaders", "fetch · 
       backing = await fileStoreKind.create();
     });
     afterEach(async () => {
-      for (const { server, sessions } of running.splice(0)) {
-        await server.close();
-        await sessions.close();
-      }
+      await stopAll(running);
       await backing.cleanup();
     });
 

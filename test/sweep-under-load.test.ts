@@ -14,7 +14,7 @@ import { parse as parseDevalue } from "devalue";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { inspectState, persistSession, type SessionStore, type Sessions } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
-import { Browser, listen, type TestServer } from "./helpers/http.js";
+import { Browser, listen, stopAll, type TestServer } from "./helpers/http.js";
 import { capturingLogger, delay, seededRandom, testSeed, type CapturingLogger } from "./helpers/robustness.js";
 import { wrapStore } from "./helpers/wrap-store.js";
 import { fileStoreKind, memoryStoreKind, type StoreBacking, type StoreKind } from "./helpers/stores.js";
@@ -134,10 +134,7 @@ describe.each(VARIANTS)("the sweep under load · $kind.name · cacheSize $cacheS
     logger = capturingLogger();
   });
   afterEach(async () => {
-    for (const { server, sessions } of running.splice(0)) {
-      await server.close();
-      await sessions.close();
-    }
+    await stopAll(running);
     await backing.cleanup();
   });
 

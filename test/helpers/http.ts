@@ -7,6 +7,20 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/** A server a test started, and the persistSession it serves. */
+export interface RunningServer {
+  readonly server: TestServer;
+  readonly sessions: { close(): Promise<void> };
+}
+
+/** Stops every server, then its sessions (their pending writes stored), and empties the list. */
+export async function stopAll(running: RunningServer[]): Promise<void> {
+  for (const { server, sessions } of running.splice(0)) {
+    await server.close();
+    await sessions.close();
+  }
+}
+
 export async function listen(listener: http.RequestListener): Promise<TestServer> {
   const server = http.createServer(listener);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
