@@ -34,31 +34,24 @@ export function startChild(script, args, { execArgv = [], env = {}, timeoutMs = 
       reject(new Error(`${script} ${args.join(" ")} exited with ${code} before it listened`));
     });
   });
+  /** Sends `name` to the child and resolves with the `name` field of its answer. */
+  const ask = (name) =>
+    new Promise((resolve) => {
+      const onMessage = (message) => {
+        if (message?.[name] === undefined) return;
+        child.off("message", onMessage);
+        resolve(message[name]);
+      };
+      child.on("message", onMessage);
+      child.send(name);
+    });
   return {
     child,
     ready,
     /** Asks the child for process.memoryUsage() after a GC. */
-    memory: () =>
-      new Promise((resolve) => {
-        const onMessage = (message) => {
-          if (message?.memory === undefined) return;
-          child.off("message", onMessage);
-          resolve(message.memory);
-        };
-        child.on("message", onMessage);
-        child.send("memory");
-      }),
+    memory: () => ask("memory"),
     /** Asks the child for process.cpuUsage(): user and system CPU time in µs. */
-    cpu: () =>
-      new Promise((resolve) => {
-        const onMessage = (message) => {
-          if (message?.cpu === undefined) return;
-          child.off("message", onMessage);
-          resolve(message.cpu);
-        };
-        child.on("message", onMessage);
-        child.send("cpu");
-      }),
+    cpu: () => ask("cpu"),
     /** Stops the child (politely, then by force) and resolves once it is gone. */
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return exited;
