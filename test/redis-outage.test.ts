@@ -205,10 +205,20 @@ describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
     const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
     const events = new EventReader(await sessions.fetchEvents(new Request("http://localhost/events", { headers: { cookie } })));
     const writer = new RedisStore({ client, commandTimeout: COMMAND_TIMEOUT });
-    const write = (version: number) => writer.set(id, { key: "std-app", version, updatedAt: Date.now(), expires: Date.now() + 60_000, data: "[{}]" });
+    // As another process serving this browser writes: under the record's lease (false while someone else holds it).
+    const write = async (version: number) => {
+      const lease = await writer.lease(id);
+      if (lease === undefined) return false;
+      try {
+        await writer.set(id, { key: "std-app", version, updatedAt: Date.now(), expires: Date.now() + 60_000, data: "[{}]" }, lease);
+      } finally {
+        await lease.release();
+      }
+      return true;
+    };
     try {
       expect((await events.next()).event).toBe("ready");
-      await write(5);
+      expect(await write(5)).toBe(true);
       expect(await events.next(1000)).toMatchObject({ event: "change", data: JSON.stringify({ key: "std-app", version: 5 }) });
 
       await redis.stop();
@@ -217,7 +227,7 @@ describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
       await eventually(() => client.isReady, "the client to reconnect", 10_000);
       // Another process writes once Redis is back: the stream hears it after its subscriber reconnects.
       await eventually(async () => {
-        await write(6);
+        if (!(await write(6))) return false;
         return (await events.drain(300)).some((event) => event.data === JSON.stringify({ key: "std-app", version: 6 }));
       }, "the change after the outage to reach the stream", 10_000);
       expect(logger.errors.filter((message) => message.startsWith("persist-session: live sync lost"))).toHaveLength(1);

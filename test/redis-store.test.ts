@@ -286,13 +286,23 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
       );
       return { changes, errors, stop };
     };
+    /** Writes as a process serving a known record does: under the record's lease. */
+    const leasedWrite = async (writer: RedisStore, id: string, next: StoredRecord | "delete") => {
+      const lease = await writer.lease(id);
+      expect(lease).toBeDefined();
+      try {
+        await (next === "delete" ? writer.delete(id, lease) : writer.set(id, next, lease));
+      } finally {
+        await lease!.release();
+      }
+    };
 
     it("hears every process's writes and deletes, on a connection of its own that close() ends", async () => {
       const watched = await collect(store);
       expect(await subscribers()).toBe(1);
       const writer = open(); // another process's store: same prefix, its own instance
-      await writer.set(ID, record({ key: "cart", version: 4 }));
-      await writer.delete(OTHER_ID);
+      await leasedWrite(writer, ID, record({ key: "cart", version: 4 }));
+      await leasedWrite(writer, OTHER_ID, "delete");
       await delay(100);
       expect(watched.changes).toEqual([
         { id: ID, key: "cart", version: 4 },
@@ -300,13 +310,24 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
       ]);
 
       watched.stop();
-      await writer.set(ID, record({ version: 5 }));
+      await leasedWrite(writer, ID, record({ version: 5 }));
       await delay(100);
       expect(watched.changes).toHaveLength(2);
       expect(watched.errors).toEqual([]);
 
       await store.close();
       await eventually(async () => (await subscribers()) === 0, "the store's subscriber connection to close");
+    });
+
+    it("announces no write without a lease: that is a just-minted record no browser knows yet", async () => {
+      const watched = await collect(store);
+      const writer = open();
+      await writer.set(OTHER_ID, record({ version: 1 }));
+      await writer.delete(OTHER_ID);
+      await leasedWrite(writer, ID, record({ version: 3 }));
+      await eventually(async () => watched.changes.length > 0, "the leased write's notice");
+      await delay(100);
+      expect(watched.changes).toEqual([{ id: ID, key: "cart", version: 3 }]);
     });
 
     it("publishes nothing for a write its lease fence refused", async () => {
@@ -335,7 +356,7 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
       try {
         const given = open({ subscriber });
         const watched = await collect(given);
-        await store.set(ID, record({ version: 9 }));
+        await leasedWrite(store, ID, record({ version: 9 }));
         await eventually(async () => watched.changes.length > 0, "the change");
         expect(watched.changes).toEqual([{ id: ID, key: "cart", version: 9 }]);
         await given.close();
@@ -360,7 +381,7 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
           expect((await events.next()).event).toBe("ready");
           const stored = (await store.get(id))!;
           // Another process writes version 2 straight into Redis.
-          await open().set(id, { ...stored, version: 2 });
+          await leasedWrite(open(), id, { ...stored, version: 2 });
           expect(await events.next(1000)).toMatchObject({ event: "change", data: JSON.stringify({ key: "redis-store-test-visits", version: 2 }) });
         } finally {
           await events.close();

@@ -110,9 +110,9 @@ function script(source: string): Script {
 }
 
 // The fence: a write applies only while the writer's token still holds the
-// lease, checked and applied in one script so nothing can come between.
-// No token means a just-minted record no other process can know. The change
-// is published by the same script, so no write goes unannounced.
+// lease, checked and applied in one script so nothing can come between. The
+// change is published by the same script, so no fenced write goes unannounced.
+// (A write without a lease, of a just-minted record, is a plain SET.)
 const WRITE = script(`
 if ARGV[1] ~= "" and redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[3]) > 0 then
@@ -221,14 +221,28 @@ export class RedisStore implements SessionStore {
     const text = formatRecordText(record);
     // An expiry already past deletes: Redis refuses a PX of 0 or less, and such a record counts as missing anyway.
     const ttl = Math.ceil(expires - Date.now());
+    if (lease === undefined) {
+      // A just-minted record: no token to check and no one to tell (no browser has its id yet), so a
+      // plain SET does it. The fenced script costs Redis about ten times the CPU, and a new session
+      // per request is where that showed (bench/README.md).
+      await this.redis.send(ttl > 0 ? ["SET", this.recordKey(id), text, "PX", String(ttl)] : ["DEL", this.recordKey(id)]);
+      return;
+    }
     await this.fenced(WRITE, id, lease, [], [text, String(Math.max(ttl, 0)), this.channel, JSON.stringify({ id, key, version })]);
   }
 
   async delete(id: string, lease?: Lease): Promise<void> {
+    if (lease === undefined) {
+      await this.redis.send(["DEL", this.recordKey(id)]);
+      return;
+    }
     await this.fenced(WRITE, id, lease, [], ["", "0", this.channel, JSON.stringify({ id, key: "", version: 0 })]);
   }
 
-  /** Follows every process's writes through Redis pub/sub on `<prefix>changes`. */
+  /**
+   * Follows every process's writes through Redis pub/sub on `<prefix>changes`. A write
+   * without a lease (a just-minted record's first) is not announced: no browser has its id yet.
+   */
   async watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
     this.following ??= this.follow(onError).catch((error: unknown) => {
       this.following = undefined;
