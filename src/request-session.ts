@@ -87,7 +87,6 @@ class Binding implements ChangeSink {
 /** The persisted state of one request: its cookies, locked records and instances. */
 export class RequestSession {
   readonly #bindings = new Map<string, Binding>();
-  readonly #byProxy = new WeakMap<object, Binding>();
   #result: CommitResult | undefined;
 
   constructor(
@@ -191,8 +190,13 @@ export class RequestSession {
   }
 
   #bindingOf(state: object, caller: string): Binding {
-    const binding = this.#byProxy.get(state) ?? this.#byProxy.get(unwrap(state));
-    if (binding === undefined || binding.target === undefined) {
+    // A scan, not a WeakMap: a request has a binding or two, and a WeakMap per request cost more than it saved.
+    const target = unwrap(state);
+    let binding: Binding | undefined;
+    for (const candidate of this.#bindings.values()) {
+      if (candidate.target !== undefined && (candidate.proxy === state || candidate.target === target)) binding = candidate;
+    }
+    if (binding === undefined) {
       throw new TypeError(`persist-session: ${caller} expects an instance of a @persist class created in this request.`);
     }
     return binding;
@@ -315,8 +319,6 @@ export class RequestSession {
     binding.registration = registration;
     binding.target = target;
     binding.proxy = new Tracker(binding).track(target, registration.className);
-    this.#byProxy.set(binding.proxy, binding);
-    this.#byProxy.set(target, binding);
     return binding.proxy;
   }
 }
