@@ -35,7 +35,8 @@ export async function load(port, { duration, cookie, path = "/" }) {
   };
 }
 
-async function deleteRedisKeys(prefix) {
+/** Removes a finished server's records, so no run leaves keys in Redis for the next one to carry. */
+export async function deleteRedisKeys(prefix) {
   const { createClient } = await import("redis");
   const client = createClient({ url: REDIS_URL });
   client.on("error", () => undefined);

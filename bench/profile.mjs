@@ -10,6 +10,7 @@
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { BENCH_DIR, DATA_DIR, ROOT_DIR, cookieFrom, formatNumber, get, markdownTable, sleep, startChild } from "./lib.mjs";
+import { deleteRedisKeys } from "./measure.mjs";
 
 const DURATION = Number(process.env.BENCH_PROFILE_DURATION ?? 10);
 const SCENARIO = process.env.BENCH_PROFILE_SCENARIO ?? "hot";
@@ -91,8 +92,10 @@ async function profileVariant(variant) {
   const dataDir = join(DATA_DIR, `profile-${process.pid}`, variant);
   const name = `${variant}${SCENARIO === "hot" ? "" : `-${SCENARIO}`}.cpuprofile`;
   mkdirSync(PROFILE_DIR, { recursive: true });
+  const redisPrefix = `persist-session-profile:${process.pid}:${variant}:`;
   const server = startChild(join(BENCH_DIR, "server.mjs"), [variant, dataDir], {
     execArgv: ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR, "--cpu-prof-name", name],
+    env: { BENCH_REDIS_PREFIX: redisPrefix },
   });
   try {
     const port = await server.ready;
@@ -103,6 +106,7 @@ async function profileVariant(variant) {
   } finally {
     await server.stop();
     rmSync(dataDir, { recursive: true, force: true });
+    if (variant.includes("redis")) await deleteRedisKeys(redisPrefix).catch((error) => console.error(`profile: could not clean ${redisPrefix}*: ${error.message}`));
   }
   return join(PROFILE_DIR, name);
 }
