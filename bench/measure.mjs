@@ -1,4 +1,5 @@
 // Measuring one HTTP variant: a fresh server child, warm-up, autocannon, lost-update check.
+import { execFileSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -56,8 +57,23 @@ export async function deleteRedisKeys(prefix) {
   }
 }
 
+/**
+ * Writes out what earlier measurements left dirty in the page cache (tens of thousands of record
+ * files, then their deletion), so that it is not flushed during the next one: an fsync on ext4
+ * commits the file system's whole pending journal, and the variant that happened to follow a
+ * file-backed one paid for it (durable new sessions ran at half speed after ps-file-http).
+ */
+function settleDisk() {
+  try {
+    execFileSync("sync", { stdio: "ignore", timeout: 60_000 });
+  } catch {
+    // No sync(1) here (not Linux): measure anyway.
+  }
+}
+
 /** One variant × scenario × round, in a fresh child process with fresh data. */
 export async function measure(variant, scenario, round, { library } = {}) {
+  settleDisk();
   const tag = `${variant.id}-${scenario.id}-r${round}${library ? `-${library.split("/").pop()}` : ""}`;
   const dataDir = join(DATA_DIR, `run-${process.pid}`, tag);
   const redisPrefix = `persist-session-bench:${process.pid}:${tag}:`;
