@@ -1,6 +1,5 @@
 // Measuring one HTTP variant: a fresh server child, warm-up, autocannon, lost-update check.
 import { execFileSync } from "node:child_process";
-import { rmSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { BENCH_DIR, DATA_DIR, cookieFrom, get, percentile, sleep, startChild } from "./lib.mjs";
@@ -58,10 +57,9 @@ export async function deleteRedisKeys(prefix) {
 }
 
 /**
- * Writes out what earlier measurements left dirty in the page cache (tens of thousands of record
- * files, then their deletion), so that it is not flushed during the next one: an fsync on ext4
- * commits the file system's whole pending journal, and the variant that happened to follow a
- * file-backed one paid for it (durable new sessions ran at half speed after ps-file-http).
+ * Writes out the record files earlier measurements left dirty in the page cache, so that they
+ * are not flushed during the next one: an fsync on ext4 commits the file system's whole pending
+ * journal, and the variant that happened to follow a file-backed one would pay for it.
  */
 function settleDisk() {
   try {
@@ -110,7 +108,9 @@ export async function measure(variant, scenario, round, { library } = {}) {
     return result;
   } finally {
     await server.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    // The data stays until the run ends (run.mjs and ab.mjs remove the run's folder): this disk
+    // (ext4 mounted with discard) is slow to fsync for tens of seconds after tens of thousands of
+    // files are deleted, and whichever variant came next paid for it.
     if (variant.redis) await deleteRedisKeys(redisPrefix).catch((error) => console.error(`bench: could not clean ${redisPrefix}*: ${error.message}`));
   }
 }
