@@ -35,8 +35,12 @@ export async function load(port, { duration, cookie, path = "/" }) {
   };
 }
 
-/** Removes a finished server's records, so no run leaves keys in Redis for the next one to carry. */
+/** Removes a finished server's records, so no run leaves keys in Redis for the next one to carry; reports a failure, never throws. */
 export async function deleteRedisKeys(prefix) {
+  await deleteKeys(prefix).catch((error) => console.error(`bench: could not clean ${prefix}*: ${error.message}`));
+}
+
+async function deleteKeys(prefix) {
   const { createClient } = await import("redis");
   const client = createClient({ url: REDIS_URL });
   client.on("error", () => undefined);
@@ -111,7 +115,7 @@ export async function measure(variant, scenario, round, { library } = {}) {
     // The data stays until the run ends (run.mjs and ab.mjs remove the run's folder): this disk
     // (ext4 mounted with discard) is slow to fsync for tens of seconds after tens of thousands of
     // files are deleted, and whichever variant came next paid for it.
-    if (variant.redis) await deleteRedisKeys(redisPrefix).catch((error) => console.error(`bench: could not clean ${redisPrefix}*: ${error.message}`));
+    if (variant.redis) await deleteRedisKeys(redisPrefix);
   }
 }
 

@@ -106,7 +106,7 @@ async function profileVariant(variant) {
   } finally {
     await server.stop();
     rmSync(dataDir, { recursive: true, force: true });
-    if (variant.includes("redis")) await deleteRedisKeys(redisPrefix).catch((error) => console.error(`profile: could not clean ${redisPrefix}*: ${error.message}`));
+    if (variant.includes("redis")) await deleteRedisKeys(redisPrefix);
   }
   return join(PROFILE_DIR, name);
 }

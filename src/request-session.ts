@@ -192,14 +192,10 @@ export class RequestSession {
   #bindingOf(state: object, caller: string): Binding {
     // A scan, not a WeakMap: a request has a binding or two, and a WeakMap per request cost more than it saved.
     const target = unwrap(state);
-    let binding: Binding | undefined;
-    for (const candidate of this.#bindings.values()) {
-      if (candidate.target !== undefined && (candidate.proxy === state || candidate.target === target)) binding = candidate;
+    for (const binding of this.#bindings.values()) {
+      if (binding.target !== undefined && (binding.proxy === state || binding.target === target)) return binding;
     }
-    if (binding === undefined) {
-      throw new TypeError(`persist-session: ${caller} expects an instance of a @persist class created in this request.`);
-    }
-    return binding;
+    throw new TypeError(`persist-session: ${caller} expects an instance of a @persist class created in this request.`);
   }
 
   /** Deletes the record of `state`, expires its cookie and resets the instance to its defaults. */

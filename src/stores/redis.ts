@@ -112,9 +112,9 @@ function script(source: string): Script {
 // The fence: a write applies only while the writer's token still holds the
 // lease, checked and applied in one script so nothing can come between. The
 // change is published by the same script, so no fenced write goes unannounced.
-// (A write without a lease, of a just-minted record, is a plain SET.)
+// (A write without a lease, of a just-minted record, is a plain SET: see write().)
 const WRITE = script(`
-if ARGV[1] ~= "" and redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[3]) > 0 then
   redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
 else
@@ -218,25 +218,13 @@ export class RedisStore implements SessionStore {
 
   async set(id: string, record: StoredRecord, lease?: Lease): Promise<void> {
     const { key, version, expires } = record;
-    const text = formatRecordText(record);
     // An expiry already past deletes: Redis refuses a PX of 0 or less, and such a record counts as missing anyway.
-    const ttl = Math.ceil(expires - Date.now());
-    if (lease === undefined) {
-      // A just-minted record: no token to check and no one to tell (no browser has its id yet), so a
-      // plain SET does it. The fenced script costs Redis about ten times the CPU, and a new session
-      // per request is where that showed (bench/README.md).
-      await this.redis.send(ttl > 0 ? ["SET", this.recordKey(id), text, "PX", String(ttl)] : ["DEL", this.recordKey(id)]);
-      return;
-    }
-    await this.fenced(WRITE, id, lease, [], [text, String(Math.max(ttl, 0)), this.channel, JSON.stringify({ id, key, version })]);
+    const ttl = Math.max(Math.ceil(expires - Date.now()), 0);
+    await this.write(id, lease, ttl > 0 ? formatRecordText(record) : "", ttl, { id, key, version });
   }
 
   async delete(id: string, lease?: Lease): Promise<void> {
-    if (lease === undefined) {
-      await this.redis.send(["DEL", this.recordKey(id)]);
-      return;
-    }
-    await this.fenced(WRITE, id, lease, [], ["", "0", this.channel, JSON.stringify({ id, key: "", version: 0 })]);
+    await this.write(id, lease, "", 0, { id, key: "", version: 0 });
   }
 
   /**
@@ -337,6 +325,18 @@ export class RedisStore implements SessionStore {
 
   private leaseKey(id: string): string {
     return `${this.prefix}lease:${id}`;
+  }
+
+  /** Stores `text` for `ttl` ms (0: deletes) under `lease`, and announces `change` to other processes. */
+  private async write(id: string, lease: Lease | undefined, text: string, ttl: number, change: RecordChange): Promise<void> {
+    if (lease === undefined) {
+      // A just-minted record: no token to check and no one to tell (no browser has its id yet), so a
+      // plain SET does it. The fenced script costs Redis about ten times the CPU, and a new session
+      // per request is where that showed (bench/README.md).
+      await this.redis.send(ttl > 0 ? ["SET", this.recordKey(id), text, "PX", String(ttl)] : ["DEL", this.recordKey(id)]);
+      return;
+    }
+    await this.fenced(WRITE, id, lease, [], [text, String(ttl), this.channel, JSON.stringify(change)]);
   }
 
   /** Runs a record script guarded by `lease`'s token; throws {@link LeaseLostError} when the script refused. */
