@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { constants, writeFile } from "node:fs";
+import { constants } from "node:fs";
 import { link, mkdir, open, opendir, readFile, rename, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { promisify } from "node:util";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
 import { FileJournal, replayJournal } from "./file-journal.js";
+import { fileThread } from "./file-thread.js";
 import { isCode, syncFileSystem, syncPath, unlinkIfPresent } from "./file-system.js";
 import { formatRecordText, parseRecordHeader, parseRecordText } from "./record-text.js";
 import type { SessionStore, StoredRecord } from "./store.js";
@@ -85,65 +85,42 @@ export class FileStore implements SessionStore {
 
   async set(id: string, record: StoredRecord): Promise<void> {
     await this.#ensureDir();
-    // Encoded once: the record file and the journal take the same bytes.
-    const bytes = Buffer.from(formatRecordText(record));
-    await this.#stored(id, bytes, this.#writeRecord(id, bytes, record.version === 1));
+    const text = formatRecordText(record);
+    await this.#stored(id, text, this.#writeRecord(id, text, record.version === 1));
   }
 
   async delete(id: string): Promise<void> {
     await this.#ensureDir();
-    await this.#stored(id, undefined, unlinkIfPresent(this.#path(id)));
+    await this.#stored(id, undefined, fileThread.run({ kind: "remove", path: this.#path(id) }));
   }
 
   /** Waits for a change of a record file and, in the journal's care, for its entry (written meanwhile) to be on disk. */
-  async #stored(id: string, bytes: Buffer | undefined, change: Promise<void>): Promise<void> {
+  async #stored(id: string, text: string | undefined, change: Promise<void>): Promise<void> {
     if (this.#journal === undefined) return change;
-    await Promise.all([change, this.#journal.append(id, bytes, change)]);
+    await Promise.all([change, this.#journal.append(id, text === undefined ? undefined : Buffer.from(text), change)]);
   }
 
-  async #writeRecord(id: string, bytes: Buffer, first: boolean): Promise<void> {
+  async #writeRecord(id: string, text: string, first: boolean): Promise<void> {
     const path = this.#path(id);
+    const syncDir = this.#fsyncEach ? this.dir : undefined;
     // A first write has no old record to protect, so it creates the file in place and
     // skips the temporary file and the rename: half the directory updates of a new
     // session. A crash in between leaves an empty file, never acknowledged, which reads
     // as no record and goes with the sweep.
-    if (first && (await this.#create(path, bytes))) return;
+    if (first) {
+      try {
+        return await fileThread.run({ kind: "create", path, text, syncDir });
+      } catch (error) {
+        // The file exists after all: replace it like any other.
+        if (!isCode(error, "EEXIST")) throw error;
+      }
+    }
     const temp = join(this.dir, `${id}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
     this.#ownTemps.add(temp);
     try {
-      await this.#writeNew(temp, bytes);
-      await rename(temp, path);
-      if (this.#fsyncEach) await syncPath(this.dir);
-    } catch (error) {
-      await unlink(temp).catch(() => undefined);
-      throw error;
+      await fileThread.run({ kind: "replace", temp, path, text, syncDir });
     } finally {
       this.#ownTemps.delete(temp);
-    }
-  }
-
-  /** Writes a record file that did not exist; `false` when it does exist after all. */
-  async #create(path: string, bytes: Buffer): Promise<boolean> {
-    try {
-      await this.#writeNew(path, bytes);
-    } catch (error) {
-      if (isCode(error, "EEXIST")) return false;
-      throw error;
-    }
-    if (this.#fsyncEach) await syncPath(this.dir);
-    return true;
-  }
-
-  /** Creates `path` (never an existing file) and writes `bytes`, synced when each write must be; removes it on failure. */
-  async #writeNew(path: string, bytes: Buffer): Promise<void> {
-    try {
-      if (this.#fsyncEach) await writeSynced(path, bytes);
-      // The callback API: about half the CPU of a FileHandle's open, write and close (measured).
-      else await writeFileOnce(path, bytes, { flag: "wx", mode: 0o600 });
-    } catch (error) {
-      // EEXIST is someone else's file: never remove it.
-      if (!isCode(error, "EEXIST")) await unlink(path).catch(() => undefined);
-      throw error;
     }
   }
 
@@ -151,7 +128,7 @@ export class FileStore implements SessionStore {
   async #applyChanges(changes: ReadonlyMap<string, Buffer | undefined>): Promise<void> {
     for (const [id, bytes] of changes) {
       if (bytes === undefined) await unlinkIfPresent(this.#path(id));
-      else await this.#writeRecord(id, bytes, false);
+      else await this.#writeRecord(id, bytes.toString("utf8"), false);
     }
   }
 
@@ -309,10 +286,7 @@ export class FileStore implements SessionStore {
   }
 }
 
-/** `wx` refuses to follow a planted symlink or reuse a file; 0600 before any byte is written. */
-const writeFileOnce = promisify(writeFile);
-
-/** Like {@link writeFileOnce}, then fdatasync: the data and the size needed to read it back, without flushing times. */
+/** Creates `path` (`O_EXCL`: never follows a planted symlink or reuses a file; 0600 before any byte is written), then fdatasync: the data and the size needed to read it back, without flushing times. */
 async function writeSynced(path: string, data: string | Buffer): Promise<void> {
   const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
   try {
