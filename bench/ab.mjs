@@ -35,24 +35,24 @@ if (command === "snapshot") {
   const references = ids.filter((id) => !id.startsWith("ps-")).map(withRedis);
   const scenarios = (process.env.BENCH_SCENARIOS ?? "hot,new").split(",").map((id) => ({ id }));
   const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
+  const report = (round, key, result) =>
+    console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  ${result.cpuPerRequest.toFixed(1)} µs CPU/req  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
   const results = new Map();
   for (let round = 1; round <= rounds; round++) {
-    for (const variant of references) {
-      for (const scenario of scenarios) {
+    for (const scenario of scenarios) {
+      for (const variant of references) {
         const result = await measure(variant, scenario, round);
         const key = `${variant.id} ${scenario.id}`;
         results.set(key, [...(results.get(key) ?? []), result]);
-        console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  ${result.cpuPerRequest.toFixed(1)} µs CPU/req  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
+        report(round, key, result);
       }
-    }
-    for (const variant of variants) {
-      for (const scenario of scenarios) {
+      for (const variant of variants) {
         const order = round % 2 === 1 ? libraries : [...libraries].reverse();
         for (const library of order) {
           const result = await measure(variant, scenario, round, { library });
           const key = `${variant.id} ${scenario.id} ${library}`;
           results.set(key, [...(results.get(key) ?? []), result]);
-          console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  ${result.cpuPerRequest.toFixed(1)} µs CPU/req  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
+          report(round, key, result);
         }
       }
     }
