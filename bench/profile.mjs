@@ -7,7 +7,7 @@
 //   node bench/profile.mjs --analyze file.cpuprofile
 //   BENCH_PROFILE_DURATION=10 (s), BENCH_PROFILE_SCENARIO=hot (or new: no cookie, a new session per request)
 // Profiles are kept in bench/.data/profiles/ (ignored by git) for Chrome DevTools.
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { BENCH_DIR, DATA_DIR, ROOT_DIR, cookieFrom, formatNumber, get, markdownTable, sleep, startChild } from "./lib.mjs";
 import { deleteRedisKeys } from "./measure.mjs";
@@ -91,10 +91,13 @@ async function profileVariant(variant) {
   const { default: autocannon } = await import("autocannon");
   const dataDir = join(DATA_DIR, `profile-${process.pid}`, variant);
   const name = `${variant}${SCENARIO === "hot" ? "" : `-${SCENARIO}`}.cpuprofile`;
-  mkdirSync(PROFILE_DIR, { recursive: true });
+  // Worker threads (the FileStore's) inherit --cpu-prof and write profiles of their own: each
+  // thread's default name ends in `.<pid>.<thread id>.<seq>.cpuprofile`, the main thread's id is 0.
+  const threadsDir = join(PROFILE_DIR, `threads-${process.pid}`);
+  mkdirSync(threadsDir, { recursive: true });
   const redisPrefix = `persist-session-profile:${process.pid}:${variant}:`;
   const server = startChild(join(BENCH_DIR, "server.mjs"), [variant, dataDir], {
-    execArgv: ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR, "--cpu-prof-name", name],
+    execArgv: ["--cpu-prof", "--cpu-prof-dir", threadsDir],
     env: { BENCH_REDIS_PREFIX: redisPrefix },
   });
   try {
@@ -108,6 +111,10 @@ async function profileVariant(variant) {
     rmSync(dataDir, { recursive: true, force: true });
     if (variant.includes("redis")) await deleteRedisKeys(redisPrefix);
   }
+  const main = readdirSync(threadsDir).find((file) => /\.\d+\.0\.\d+\.cpuprofile$/.test(file));
+  if (main === undefined) throw new Error(`no profile of the server's main thread in ${threadsDir}`);
+  renameSync(join(threadsDir, main), join(PROFILE_DIR, name));
+  rmSync(threadsDir, { recursive: true, force: true });
   return join(PROFILE_DIR, name);
 }
 
