@@ -89,7 +89,7 @@ async function threadMain(load: (name: string) => Promise<unknown>): Promise<voi
         throw error;
       }
     }
-    if (change.syncDir !== undefined) syncPath(change.syncDir);
+    if (sync) syncPath(change.syncDir);
   };
   parentPort!.on("message", (batch: FileChange[]) => {
     const outcomes = batch.map((change): Outcome => {

@@ -6,7 +6,7 @@ import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
 import { FileJournal, replayJournal } from "./file-journal.js";
 import { fileThread } from "./file-thread.js";
-import { isCode, syncFileSystem, syncPath, unlinkIfPresent } from "./file-system.js";
+import { isCode, syncFileSystem } from "./file-system.js";
 import { formatRecordText, parseRecordHeader, parseRecordText } from "./record-text.js";
 import type { SessionStore, StoredRecord } from "./store.js";
 
@@ -91,13 +91,17 @@ export class FileStore implements SessionStore {
 
   async delete(id: string): Promise<void> {
     await this.#ensureDir();
-    await this.#stored(id, undefined, fileThread.run({ kind: "remove", path: this.#path(id) }));
+    await this.#stored(id, undefined, this.#removeRecord(id));
   }
 
   /** Waits for a change of a record file and, in the journal's care, for its entry (written meanwhile) to be on disk. */
   async #stored(id: string, text: string | undefined, change: Promise<void>): Promise<void> {
     if (this.#journal === undefined) return change;
     await Promise.all([change, this.#journal.append(id, text === undefined ? undefined : Buffer.from(text), change)]);
+  }
+
+  #removeRecord(id: string): Promise<void> {
+    return fileThread.run({ kind: "remove", path: this.#path(id) });
   }
 
   async #writeRecord(id: string, text: string, first: boolean): Promise<void> {
@@ -127,7 +131,7 @@ export class FileStore implements SessionStore {
   /** Replays journal entries into the record files. */
   async #applyChanges(changes: ReadonlyMap<string, Buffer | undefined>): Promise<void> {
     for (const [id, bytes] of changes) {
-      if (bytes === undefined) await unlinkIfPresent(this.#path(id));
+      if (bytes === undefined) await this.#removeRecord(id);
       else await this.#writeRecord(id, bytes.toString("utf8"), false);
     }
   }
