@@ -1,4 +1,5 @@
-import { getRequestSession } from "./context.js";
+import { getRequestState } from "./context.js";
+import { register, type Registration } from "./registry.js";
 import { StateCodec, type PersistTypes } from "./serialization.js";
 
 /** Options of {@link persist}. */
@@ -20,23 +21,9 @@ export interface PersistOptions {
 /** A class `@persist` can decorate. */
 export type PersistableClass = abstract new (...args: never[]) => object;
 
-/** What the library knows of one decorated class. */
-export interface Registration {
-  readonly key: string;
-  readonly className: string;
-  readonly codec: StateCodec;
-  readonly scope: "browser" | "user";
-  /** Replaces every own property of `target` with the constructor's defaults (a reset or an unreadable record). */
-  resetToDefaults(target: object): void;
-}
-
 /** RFC 6265 `cookie-name` is an RFC 7230 `token`: the key becomes the cookie's name. */
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const MAX_KEY_LENGTH = 64;
-
-const registry = new Map<string, Registration>();
-/** {@link userScopedKeys}, kept while no class is decorated: every request of a signed-in user asks. */
-let userKeys: readonly string[] | undefined;
 
 /**
  * Makes a class's instances per-browser persistent state: inside a request
@@ -75,37 +62,18 @@ export function persist(key: string, options: PersistOptions = {}) {
       Object.assign(instance, new Base());
     };
     const registration: Registration = { key, className, codec, scope, resetToDefaults };
-    const existing = registry.get(key);
-    if (existing !== undefined && existing.className !== className) {
-      throw new Error(
-        `persist-session: @persist("${key}") is already used by class ${existing.className}. Give ${className} a key of its own.`,
-      );
-    }
-    // Same name again: a module reloaded in development; the newest class wins.
-    registry.set(key, registration);
-    userKeys = undefined;
+    register(registration);
 
     const Persisted = class extends Base {
       constructor() {
-        const session = getRequestSession(`new ${className}()`);
-        const existingInstance = session.instanceOf(registration);
+        const request = getRequestState(`new ${className}()`);
+        const existingInstance = request.instanceOf(registration);
         if (existingInstance !== undefined) return existingInstance;
         super();
-        return session.adopt(registration, this);
+        return request.adopt(registration, this);
       }
     };
     Object.defineProperty(Persisted, "name", { value: className });
     return Persisted as unknown as C;
   };
-}
-
-/** The registration of `key`, if a class was decorated with it. */
-export function registrationOf(key: string): Registration | undefined {
-  return registry.get(key);
-}
-
-/** Keys of the user-scoped classes, in key order. */
-export function userScopedKeys(): readonly string[] {
-  userKeys ??= [...registry.values()].filter((registration) => registration.scope === "user").map((registration) => registration.key).sort();
-  return userKeys;
 }

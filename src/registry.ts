@@ -1,0 +1,53 @@
+import type { StateCodec } from "./serialization.js";
+
+/** What the library knows of one decorated class. */
+export interface Registration {
+  readonly key: string;
+  readonly className: string;
+  readonly codec: StateCodec;
+  readonly scope: "browser" | "user";
+  /** Replaces every own property of `target` with the constructor's defaults (a reset or an unreadable record). */
+  resetToDefaults(target: object): void;
+}
+
+interface Registry {
+  readonly byKey: Map<string, Registration>;
+  /** {@link userScopedKeys}, kept while no class is decorated: every request of a signed-in user asks. */
+  userKeys: readonly string[] | undefined;
+}
+
+/**
+ * One registry per process, on `globalThis`: a framework that loads this
+ * package in several module graphs (Next.js's server layers) must still see
+ * one set of keys, or a class registered in one copy is unknown to the other.
+ */
+const kRegistry = Symbol.for("persist-session.registry.v1");
+const registry: Registry = ((globalThis as Record<symbol, unknown>)[kRegistry] as Registry | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[kRegistry] = { byKey: new Map(), userKeys: undefined } satisfies Registry) as Registry;
+
+/**
+ * Registers a decorated class under its key. The same class name again is a
+ * module reloaded in development (or loaded by a second module graph): the
+ * newest class wins. Another class under a taken key is a mistake.
+ */
+export function register(registration: Registration): void {
+  const existing = registry.byKey.get(registration.key);
+  if (existing !== undefined && existing.className !== registration.className) {
+    throw new Error(
+      `persist-session: @persist("${registration.key}") is already used by class ${existing.className}. Give ${registration.className} a key of its own.`,
+    );
+  }
+  registry.byKey.set(registration.key, registration);
+  registry.userKeys = undefined;
+}
+
+/** The registration of `key`, if a class was decorated with it. */
+export function registrationOf(key: string): Registration | undefined {
+  return registry.byKey.get(key);
+}
+
+/** Keys of the user-scoped classes, in key order. */
+export function userScopedKeys(): readonly string[] {
+  registry.userKeys ??= [...registry.byKey.values()].filter((registration) => registration.scope === "user").map((registration) => registration.key).sort();
+  return registry.userKeys;
+}
