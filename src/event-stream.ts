@@ -1,5 +1,5 @@
 import type { RecordChange } from "./change-feed.js";
-import type { SessionCookie } from "./request-session.js";
+import type { RecordTarget } from "./request-state.js";
 import type { SessionCore } from "./session-core.js";
 
 /** Where an events stream writes: a node response or a ReadableStream controller. */
@@ -26,7 +26,7 @@ export class EventStream {
 
   constructor(
     readonly core: SessionCore,
-    readonly targets: readonly SessionCookie[],
+    readonly targets: readonly RecordTarget[],
     readonly sink: EventSink,
   ) {
     for (const target of targets) this.#keysById.set(target.id, target.key);
@@ -43,7 +43,7 @@ export class EventStream {
     if (this.#closed) return;
     const current = await Promise.all(this.targets.map(async (target) => [target, await this.core.currentVersion(target.id)] as const));
     if (this.#closed) return;
-    const missed: SessionCookie[] = [];
+    const missed: RecordTarget[] = [];
     for (const [target, version] of current) {
       const known = this.#versions.get(target.key);
       if (known === undefined || version > known) this.#versions.set(target.key, version);

@@ -3,9 +3,16 @@ export { persist, type PersistOptions, type PersistableClass } from "./persist.j
 export { UnpersistableValueError, RecordTooLargeError, type PersistType, type PersistTypes } from "./serialization.js";
 
 // Serving requests
-export { persistSession, clearCookieState, inspectState, type Sessions } from "./session.js";
-export type { StateInfo } from "./request-session.js";
-export type { PersistSessionOptions, CookieOptions } from "./session-core.js";
+export { persistSession, clearCookieState, commitState, inspectState, type Sessions } from "./session.js";
+export type { StateInfo } from "./request-state.js";
+export type { PersistSessionOptions } from "./session-core.js";
+export type { CookieOptions } from "./set-cookie.js";
+
+// Writing an adapter: the request lifecycle
+export type { OpenRequestInit, StateRequest } from "./session.js";
+export type { OpenInit } from "./session-core.js";
+export type { CommitResult, RequestPhase } from "./request-state.js";
+export type { CookieAttributes, SetCookie } from "./set-cookie.js";
 export type { FetchHandler } from "./adapters/fetch.js";
 export type { NextFunction } from "./adapters/node.js";
 export type { Logger } from "./logger.js";

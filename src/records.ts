@@ -29,7 +29,14 @@ interface WriteTarget {
   settled(entry: RecordEntry): void;
 }
 
+/** Who holds or waits for a record's lock: a request, named in the log line of a request that timed out behind it. */
+export interface LockHolder {
+  /** Like `GET /slow`. */
+  describe(): string;
+}
+
 interface LockWaiter {
+  readonly holder: LockHolder | undefined;
   resolve(): void;
   reject(error: unknown): void;
   timer: NodeJS.Timeout | undefined;
@@ -49,6 +56,8 @@ interface LockWaiter {
  */
 export class RecordEntry {
   #locked = false;
+  /** The request holding the lock, when it said who it is. */
+  #holder: LockHolder | undefined;
   readonly #lockQueue: LockWaiter[] = [];
   #writing: Batch | undefined;
   #pending: Batch | undefined;
@@ -88,27 +97,40 @@ export class RecordEntry {
   }
 
   /** Takes the lock now if it is free. */
-  tryLock(): boolean {
+  tryLock(holder?: LockHolder): boolean {
     if (this.#locked) return false;
     this.#locked = true;
+    this.#holder = holder;
     return true;
   }
 
-  /** Resolves once the lock is ours, in arrival order; rejects after `timeoutMs`. */
-  lock(timeoutMs: number): Promise<void> {
-    if (this.tryLock()) return Promise.resolve();
+  /**
+   * Resolves once the lock is ours, in arrival order; rejects after `timeoutMs`
+   * with a message naming the request that held it. `onWait` receives a
+   * function that withdraws from the queue (a client that left), rejecting with its error.
+   */
+  lock(timeoutMs: number, holder?: LockHolder, onWait?: (cancel: (error: Error) => void) => void): Promise<void> {
+    if (this.tryLock(holder)) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const waiter: LockWaiter = { resolve, reject, timer: undefined };
+      const waiter: LockWaiter = { holder, resolve, reject, timer: undefined };
+      const withdraw = (error: Error) => {
+        const index = this.#lockQueue.indexOf(waiter);
+        if (index < 0) return; // it has the lock already
+        this.#lockQueue.splice(index, 1);
+        clearTimeout(waiter.timer);
+        reject(error);
+      };
       waiter.timer = setTimeout(() => {
-        this.#lockQueue.splice(this.#lockQueue.indexOf(waiter), 1);
-        reject(
+        const held = this.#holder === undefined ? "" : ` (${this.#holder.describe()}, still running)`;
+        withdraw(
           new LockTimeoutError(
-            `persist-session: a request waited ${timeoutMs} ms for another request of the same browser to commit. ` +
-              "Send the response (or its headers) sooner, or raise the lockTimeout option.",
+            `persist-session: a request waited ${timeoutMs} ms for another request of the same browser${held} to commit. ` +
+              "Send the response (or its headers) sooner, mount the state only on the routes that use it, or raise the lockTimeout option.",
           ),
         );
       }, timeoutMs);
       this.#lockQueue.push(waiter);
+      onWait?.(withdraw);
     });
   }
 
@@ -116,9 +138,11 @@ export class RecordEntry {
     const next = this.#lockQueue.shift();
     if (next === undefined) {
       this.#locked = false;
+      this.#holder = undefined;
       return;
     }
     clearTimeout(next.timer);
+    this.#holder = next.holder;
     next.resolve();
   }
 
@@ -228,12 +252,6 @@ export class RecordManager {
   /** The entry for `id` if this process has one; never creates it. */
   peek(id: string): RecordEntry | undefined {
     return this.#entries.get(id);
-  }
-
-  /** Locks `entry` for a request; `undefined` when it was free (no await needed). */
-  acquire(entry: RecordEntry): Promise<void> | undefined {
-    if (entry.tryLock()) return undefined;
-    return entry.lock(this.options.lockTimeoutMs);
   }
 
   /** Whether {@link load} must run before the entry's state can be trusted. */

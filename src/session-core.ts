@@ -1,31 +1,16 @@
 import type { IncomingMessage } from "node:http";
-import { parse as parseCookieHeader, serialize as serializeCookie } from "cookie";
 import { ChangeFeed } from "./change-feed.js";
 import { CookieSigner, SIGNED_VALUE_LENGTH } from "./cookie-signing.js";
 import { consoleLogger, type Logger } from "./logger.js";
 import { RecordManager } from "./records.js";
-import { RequestSession, type SessionCookie } from "./request-session.js";
-import { userScopedKeys } from "./persist.js";
+import { registrationOf, userScopedKeys } from "./registry.js";
+import { ClientGoneError, RequestState, type RecordTarget, type RequestHost } from "./request-state.js";
+import { CookieWriter, type CookieOptions } from "./set-cookie.js";
 import { FileStore } from "./stores/file.js";
 import { CorruptRecordError } from "./stores/store.js";
 import { nonNegative, positive } from "./option-checks.js";
 import { checkUserId, userRecordId } from "./user-scope.js";
 import type { SessionStore } from "./stores/store.js";
-
-/** Cookie attributes; the session cookie is always HttpOnly. */
-export interface CookieOptions {
-  /** @default "/" */
-  path?: string;
-  /** @default undefined (the host that set it) */
-  domain?: string;
-  /** @default "lax" */
-  sameSite?: "lax" | "strict" | "none";
-  /**
-   * `"auto"` sets Secure when the request came over HTTPS (see `trustProxy`).
-   * @default "auto"
-   */
-  secure?: boolean | "auto";
-}
 
 /** Options of `persistSession()`. */
 export interface PersistSessionOptions {
@@ -105,11 +90,26 @@ const DEFAULT_CACHE_SIZE = 1000;
 const DEFAULT_HEARTBEAT_SECONDS = 15;
 /** Renew a record's expiry (a write and a Set-Cookie) once this share of the ttl has passed. */
 const REFRESH_FRACTION = 0.1;
-/** Set-Cookie lines kept for reuse; see {@link SessionCore.sessionCookie}. */
-const COOKIE_LINE_CACHE_SIZE = 1000;
+/** At most one warning a minute about duplicate cookie names: they come from clients, who must not fill the log. */
+const DUPLICATE_WARNING_INTERVAL_MS = 60_000;
 
-/** The state shared by every request of one `persistSession()`. */
-export class SessionCore {
+/** What an adapter knows of a request when it opens it; see {@link SessionCore.open}. */
+export interface OpenInit {
+  /**
+   * The request's whole Cookie header, `undefined` when it has none. The raw
+   * header rather than a framework's parsed cookies: only the header shows a
+   * name sent twice (a cookie planted by a sibling subdomain), and one parser
+   * keeps the checks the same in every framework.
+   */
+  readonly cookieHeader: string | undefined;
+  /** Whether the request came over HTTPS as the framework knows it (its URL, its trusted proxy): decides `Secure`. */
+  readonly https: boolean;
+  /** The framework's request: given to the `user` option and named (method and path) in log lines. */
+  readonly request?: IncomingMessage | Request;
+}
+
+/** The state shared by every request of one `persistSession()`: it opens requests and keeps their records. */
+export class SessionCore implements RequestHost {
   readonly records: RecordManager;
   readonly store: SessionStore;
   readonly logger: Logger;
@@ -117,6 +117,8 @@ export class SessionCore {
   readonly maxRecordBytes: number;
   readonly trustProxy: boolean;
   readonly anonymousAsBrowser: boolean;
+  readonly lockTimeoutMs: number;
+  readonly location: string;
   readonly heartbeatMs: number;
   /** Record changes stored by this process (and, through `store.watch`, by others). */
   readonly feed = new ChangeFeed();
@@ -124,19 +126,12 @@ export class SessionCore {
   #unwatch: (() => void) | undefined;
   #watching: Promise<void> | undefined;
   readonly #maxCookies: number;
-  readonly #cookie: Required<Omit<CookieOptions, "domain">> & Pick<CookieOptions, "domain">;
+  readonly cookies: CookieWriter;
   readonly #secret: string | readonly string[] | undefined;
   #signer: CookieSigner | Promise<CookieSigner> | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
   #closed = false;
-  /** Set-Cookie lines by `<secure> <key> <id>`, oldest first. */
-  readonly #cookieLines = new Map<string, string>();
-  /**
-   * What follows `name=value` in a live session cookie, for plain and secure
-   * requests. They never change, and serializing them per cookie was a tenth
-   * of a new session's CPU.
-   */
-  readonly #liveAttributes: readonly [string, string];
+  #duplicateWarnedAt = Number.NEGATIVE_INFINITY;
 
   constructor(options: PersistSessionOptions) {
     if (typeof options !== "object" || options === null) {
@@ -158,16 +153,11 @@ export class SessionCore {
     }
     this.anonymousAsBrowser = options.anonymous === "browser";
     this.heartbeatMs = positive("heartbeat", options.heartbeat, DEFAULT_HEARTBEAT_SECONDS) * 1000;
-    const { path = "/", domain, sameSite = "lax", secure = "auto" } = options.cookie ?? {};
-    if (!["lax", "strict", "none"].includes(sameSite)) {
-      throw new TypeError(`persist-session: option cookie.sameSite is invalid: ${String(sameSite)}. Use "lax", "strict" or "none".`);
-    }
-    this.#cookie = { path, domain, sameSite, secure };
-    // Round up: a ttl under a second would otherwise send Max-Age=0, which deletes the cookie at once.
-    const liveAttributes = (https: boolean) => this.#serializeCookie("k", "v", Math.ceil(this.ttlMs / 1000), https).slice("k=v".length);
-    this.#liveAttributes = [liveAttributes(false), liveAttributes(true)];
+    this.cookies = new CookieWriter(options.cookie ?? {}, this.ttlMs);
+    this.lockTimeoutMs = positive("lockTimeout", options.lockTimeout, DEFAULT_LOCK_TIMEOUT_MS);
+    this.location = this.store.describe?.() ?? "the store";
     this.records = new RecordManager(this.store, {
-      lockTimeoutMs: positive("lockTimeout", options.lockTimeout, DEFAULT_LOCK_TIMEOUT_MS),
+      lockTimeoutMs: this.lockTimeoutMs,
       cacheLimit: this.store.shared === true ? 0 : nonNegative("cacheSize", options.cacheSize, DEFAULT_CACHE_SIZE),
       logger: this.logger,
       onStored: (id, key, version) => this.feed.publish({ id, key: key ?? "", version }),
@@ -185,20 +175,35 @@ export class SessionCore {
 
   /**
    * Opens a request: parse the cookie header, check each signed value (UUIDv4
-   * syntax, then HMAC), and only then lock and load its record. Synchronous
-   * when nothing has to wait (no cookie, or a free and cached record).
+   * syntax, then HMAC), and only then lock and load its record. When nothing
+   * has to wait (no cookie, or a free and cached record) the request is open
+   * at once; else its `ready` resolves when it is (and rejects, the request
+   * aborted, when it cannot start). The caller runs the handler in the
+   * request's context, then commits or aborts it.
    */
-  begin(cookieHeader: string | undefined, secure: boolean, request?: IncomingMessage | Request): RequestSession | Promise<RequestSession> {
+  open(init: OpenInit): RequestState {
     if (this.#closed) throw new Error("persist-session: this persistSession() was closed. Create a new one to serve requests.");
+    const request = new RequestState(this, init.https, init.request);
+    const ready = this.#prepare(request, init);
+    if (ready !== undefined) {
+      request.ready = ready.catch((error: unknown) => {
+        request.abort();
+        throw error;
+      });
+    }
+    return request;
+  }
+
+  #prepare(request: RequestState, init: OpenInit): Promise<void> | undefined {
     const signer = (this.#signer ??= this.#createSigner());
-    if (signer instanceof Promise) return signer.then(() => this.begin(cookieHeader, secure, request));
-    const user = this.#resolveUser(request);
-    if (user instanceof Promise) return user.then((userId) => this.#open(signer, cookieHeader, secure, userId));
-    return this.#open(signer, cookieHeader, secure, user);
+    if (signer instanceof Promise) return signer.then(() => this.#prepare(request, init));
+    const user = this.#resolveUser(init.request);
+    if (user instanceof Promise) return user.then((userId) => this.#lock(request, signer, init.cookieHeader, userId));
+    return this.#lock(request, signer, init.cookieHeader, user);
   }
 
   /** The records an events stream of this request follows: its verified cookies' and its user's. No lock is taken. */
-  async streamTargets(cookieHeader: string | undefined, request: IncomingMessage | Request): Promise<SessionCookie[]> {
+  async streamTargets(cookieHeader: string | undefined, request: IncomingMessage | Request): Promise<RecordTarget[]> {
     const signer = await (this.#signer ??= this.#createSigner());
     return this.#targets(signer, cookieHeader, await this.#resolveUser(request));
   }
@@ -245,115 +250,110 @@ export class SessionCore {
     return user instanceof Promise ? user.then(checkUserId) : checkUserId(user);
   }
 
-  #targets(signer: CookieSigner, cookieHeader: string | undefined, userId: string | undefined): SessionCookie[] {
-    const cookies = this.#sessionCookies(cookieHeader, signer);
+  #targets(signer: CookieSigner, cookieHeader: string | undefined, userId: string | undefined): RecordTarget[] {
+    const cookies = this.#verifiedCookies(cookieHeader, signer);
     if (userId === undefined) return cookies;
     const userKeys = userScopedKeys();
     if (userKeys.length === 0) return cookies;
     // A signed-in user's state comes from the user, never from a browser cookie of the same key.
-    const targets: SessionCookie[] = cookies.filter((cookie) => !userKeys.includes(cookie.key));
-    for (const key of userKeys) targets.push({ key, id: userRecordId(key, userId), stale: false, user: true });
+    const targets: RecordTarget[] = cookies.filter((cookie) => !userKeys.includes(cookie.key));
+    for (const key of userKeys) targets.push({ key, id: userRecordId(key, userId), oldSecret: false, user: true });
     return targets.sort(byKey);
   }
 
-  #open(signer: CookieSigner, cookieHeader: string | undefined, secure: boolean, userId: string | undefined): RequestSession | Promise<RequestSession> {
-    const session = new RequestSession(this, secure, userId);
-    const cookies = this.#targets(signer, cookieHeader, userId);
-    for (let i = 0; i < cookies.length; i++) {
-      const cookie = cookies[i]!;
-      const entry = this.records.entry(cookie.id);
-      const wait = this.records.acquire(entry);
-      if (wait !== undefined || this.records.needsLoad(entry)) {
-        return this.#beginAsync(session, cookies, i, wait);
-      }
-      session.attach(cookie, entry);
+  /** Locks and loads the request's records, in key order; a promise only when something has to wait. */
+  #lock(request: RequestState, signer: CookieSigner, cookieHeader: string | undefined, userId: string | undefined): Promise<void> | undefined {
+    request.userId = userId;
+    request.signer = signer;
+    const targets = this.#targets(signer, cookieHeader, userId);
+    for (let i = 0; i < targets.length; i++) {
+      const target = targets[i]!;
+      const entry = this.records.entry(target.id);
+      const wait = request.lock(entry);
+      if (wait !== undefined || this.records.needsLoad(entry)) return this.#lockAsync(request, targets, i, wait);
+      request.attach(target, entry);
     }
-    return session;
+    request.opened();
+    return undefined;
   }
 
-  async #beginAsync(session: RequestSession, cookies: readonly SessionCookie[], from: number, firstWait: Promise<void> | undefined): Promise<RequestSession> {
-    let i = from;
+  async #lockAsync(request: RequestState, targets: readonly RecordTarget[], from: number, firstWait: Promise<void> | undefined): Promise<void> {
     let wait = firstWait;
-    try {
-      for (; i < cookies.length; i++) {
-        const cookie = cookies[i]!;
-        const entry = this.records.entry(cookie.id);
-        if (i !== from) wait = this.records.acquire(entry);
-        if (wait !== undefined) await wait;
-        try {
-          await this.records.load(entry, cookie.key);
-        } catch (error) {
-          this.records.release(entry);
-          throw error;
-        }
-        session.attach(cookie, entry);
+    for (let i = from; i < targets.length; i++) {
+      const target = targets[i]!;
+      const entry = this.records.entry(target.id);
+      if (i !== from) wait = request.lock(entry);
+      if (wait !== undefined) await wait;
+      try {
+        await this.records.load(entry, target.key);
+      } catch (error) {
+        this.records.release(entry);
+        throw error;
       }
-      return session;
-    } catch (error) {
-      session.abandon();
-      throw error;
+      request.attach(target, entry);
     }
+    if (request.gone) throw new ClientGoneError("persist-session: the client left while its request was being opened.");
+    request.opened();
   }
 
-  /** Verified session cookies of a header, in key order (so two requests lock in the same order). */
-  #sessionCookies(header: string | undefined, signer: CookieSigner): SessionCookie[] {
+  /**
+   * Verified record cookies of a header, in key order (so two requests lock in
+   * the same order). Only names of registered keys are looked at, and at most
+   * `maxCookies` signatures are checked per request, so forged values cost no
+   * more than any other cookie. A key whose cookie appears twice counts as
+   * absent: browsers send the cookie with the longer Path first, so the first
+   * could be one planted by a sibling subdomain (cookie tossing).
+   */
+  #verifiedCookies(header: string | undefined, signer: CookieSigner): RecordTarget[] {
     if (header === undefined || header === "") return [];
-    let pairs: Record<string, string | undefined>;
-    try {
-      pairs = parseCookieHeader(header);
-    } catch {
-      return [];
+    const found: RecordTarget[] = [];
+    let checks = 0;
+    /** Registered names met so far; a request carries a few. */
+    const seen: string[] = [];
+    let duplicates: string[] | undefined;
+    // RFC 6265 section 4.2.1: cookie-string = cookie-pair *( ";" SP cookie-pair ). Browsers send exactly that;
+    // anything else is read leniently, and a pair that is not ours is skipped, never an error.
+    for (let start = 0; start < header.length; ) {
+      let end = header.indexOf(";", start);
+      if (end < 0) end = header.length;
+      const eq = header.indexOf("=", start);
+      if (eq > start && eq < end) {
+        const name = trimmed(header, start, eq);
+        if (registrationOf(name) !== undefined) {
+          if (seen.includes(name)) {
+            (duplicates ??= []).push(name);
+          } else {
+            seen.push(name);
+            const value = trimmed(header, eq + 1, end);
+            // The cheap length check first, and at most maxCookies HMACs whatever the header holds.
+            if (value.length === SIGNED_VALUE_LENGTH && checks < this.#maxCookies) {
+              checks++;
+              const verified = signer.verify(name, value);
+              if (verified !== undefined) found.push({ key: name, id: verified.id, oldSecret: verified.stale });
+            }
+          }
+        }
+      }
+      start = end + 1;
     }
-    const found: SessionCookie[] = [];
-    for (const key of Object.keys(pairs)) {
-      const value = pairs[key];
-      // The cheap length check first: most cookies of a site are not ours.
-      if (value === undefined || value.length !== SIGNED_VALUE_LENGTH) continue;
-      const verified = signer.verify(key, value);
-      if (verified === undefined) continue;
-      found.push({ key, ...verified });
-      if (found.length >= this.#maxCookies) break;
+    if (duplicates !== undefined) return this.#withoutDuplicates(found, duplicates);
+    return found.length > 1 ? found.sort(byKey) : found;
+  }
+
+  #withoutDuplicates(found: RecordTarget[], duplicates: readonly string[]): RecordTarget[] {
+    const now = Date.now();
+    if (now - this.#duplicateWarnedAt >= DUPLICATE_WARNING_INTERVAL_MS) {
+      this.#duplicateWarnedAt = now;
+      this.logger.warn(
+        `persist-session: a request carried the cookie ${[...new Set(duplicates)].join(", ")} more than once (one may have been set by another subdomain); it got fresh state. ` +
+          "Use a __Host- prefixed key in production so no other host can set it.",
+      );
     }
-    return found.sort(byKey);
+    return found.filter((cookie) => !duplicates.includes(cookie.key)).sort(byKey);
   }
 
   isDueForRefresh(updatedAt: number): boolean {
     return Date.now() - updatedAt > this.ttlMs * REFRESH_FRACTION;
-  }
-
-  /**
-   * The Set-Cookie line of a record. It is the same on every commit of the record
-   * (fixed Max-Age, no Expires), and signing plus serializing it was about 11% of
-   * a hot-session request's CPU (bench/profile.mjs), so recent lines are reused.
-   */
-  sessionCookie(key: string, id: string, secure: boolean): string {
-    const cacheKey = `${secure ? "s" : "-"} ${key} ${id}`;
-    let line = this.#cookieLines.get(cacheKey);
-    if (line !== undefined) return line;
-    const signer = this.#signer as CookieSigner;
-    // Keys are checked cookie names at @persist and signed values are base64url: no escaping needed.
-    line = `${key}=${signer.sign(key, id)}${this.#liveAttributes[secure ? 1 : 0]}`;
-    if (this.#cookieLines.size >= COOKIE_LINE_CACHE_SIZE) this.#cookieLines.delete(this.#cookieLines.keys().next().value!);
-    this.#cookieLines.set(cacheKey, line);
-    return line;
-  }
-
-  expiredCookie(key: string, secure: boolean): string {
-    return this.#serializeCookie(key, "", 0, secure);
-  }
-
-  #serializeCookie(key: string, value: string, maxAge: number, secure: boolean): string {
-    const { path, domain, sameSite } = this.#cookie;
-    return serializeCookie(key, value, {
-      httpOnly: true,
-      sameSite,
-      path,
-      domain,
-      maxAge,
-      ...(maxAge === 0 ? { expires: new Date(0) } : {}),
-      // SameSite=None is refused by browsers without Secure.
-      secure: this.#cookie.secure === "auto" ? secure || sameSite === "none" : this.#cookie.secure,
-    });
   }
 
   /** Runs a sweep now; resolves with how many files or records it removed. */
@@ -395,6 +395,13 @@ export class SessionCore {
     pending.catch(() => undefined);
     return pending;
   }
+}
+
+/** `text.slice(start, end)` without the spaces and tabs around it (RFC 7230 OWS), as the `cookie` package reads pairs. */
+function trimmed(text: string, start: number, end: number): string {
+  while (start < end && (text.charCodeAt(start) === 0x20 || text.charCodeAt(start) === 0x09)) start++;
+  while (end > start && (text.charCodeAt(end - 1) === 0x20 || text.charCodeAt(end - 1) === 0x09)) end--;
+  return text.slice(start, end);
 }
 
 function byKey(a: { key: string }, b: { key: string }): number {

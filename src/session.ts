@@ -2,14 +2,61 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { serveFetchEvents, serveNodeEvents } from "./adapters/events.js";
 import { wrapFetchHandler, type FetchHandler } from "./adapters/fetch.js";
 import { handleNodeRequest, type NextFunction } from "./adapters/node.js";
-import { getRequestSession } from "./context.js";
-import type { StateInfo } from "./request-session.js";
-import { SessionCore, type PersistSessionOptions } from "./session-core.js";
+import { getRequestState, runInRequest } from "./context.js";
+import type { CommitResult, RequestPhase, RequestState, StateInfo } from "./request-state.js";
+import { SessionCore, type OpenInit, type PersistSessionOptions } from "./session-core.js";
+
+/** The engine behind a `Sessions`, for the package's own tests and tools; not part of the API. */
+export const kCore = Symbol("persist-session.core");
+
+/** What {@link Sessions.open} needs to know of a request. */
+export interface OpenRequestInit extends OpenInit {
+  /** Aborts when the client goes away (a Fetch `Request`'s `signal`); see {@link StateRequest.disconnected}. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * One request's state, in the lifecycle every adapter translates its
+ * framework into: run the handler in it, then exactly one of `commit` or `abort`.
+ */
+export interface StateRequest {
+  /** Where the request is: `"open"` while the handler may change state, then `"committed"`, `"aborted"` or `"abandoned"`. */
+  readonly phase: RequestPhase;
+  /** Runs `fn` in the request's context: `new State()` inside it (and in what it awaits) is this request's state. */
+  run<T>(fn: () => T): T;
+  /**
+   * The commit point: every change is snapshotted and its write queued, and
+   * the locks pass on. Set the returned cookies on the response, then send it
+   * once `stored` resolves (a rejection means the state was not stored:
+   * answer 500, or 503 for a `StoreUnavailableError`). A `status` of 500 or
+   * more aborts instead. Idempotent.
+   */
+  commit(options?: { status?: number }): CommitResult;
+  /** Ends the request storing nothing of it (a failed handler); releases its locks. */
+  abort(): void;
+  /** The client went away: the handler runs on, but is abandoned if it does not commit within `lockTimeout`. */
+  disconnected(): void;
+}
 
 /** What `persistSession()` returns: Connect/Express middleware with a Fetch wrapper and lifecycle methods. */
 export interface Sessions {
   /** Connect/Express middleware; for node:http call it as `sessions(req, res, () => handler(req, res))`. */
   (req: IncomingMessage, res: ServerResponse, next?: NextFunction): void;
+  /**
+   * Opens a request for a framework adapter: its cookies verified, its records
+   * locked and loaded. Rejects (500, or 503 when a lock or the store is
+   * unavailable) when it cannot start; nothing is locked then.
+   * @example
+   * ```ts
+   * const request = await sessions.open({ cookieHeader: req.headers.get("cookie") ?? undefined, https, request: req });
+   * let response;
+   * try { response = await request.run(() => handler(req)); } catch (error) { request.abort(); throw error; }
+   * const { cookies, stored } = request.commit({ status: response.status });
+   * for (const cookie of cookies) response.headers.append("set-cookie", cookie.header);
+   * await stored;
+   * ```
+   */
+  open(init: OpenRequestInit): Promise<StateRequest>;
   /** Wraps a Fetch API handler (Hono, Next.js route handlers, Bun, Deno). */
   fetch<A extends unknown[]>(handler: FetchHandler<A>): (request: Request, ...rest: A) => Promise<Response>;
   /**
@@ -50,18 +97,45 @@ export function persistSession(options: PersistSessionOptions = {}): Sessions {
   const sessions = (req: IncomingMessage, res: ServerResponse, next?: NextFunction) => handleNodeRequest(core, req, res, next);
   const api = Object.assign(sessions, {
     fetch: <A extends unknown[]>(handler: FetchHandler<A>) => wrapFetchHandler(core, handler),
+    open: (init: OpenRequestInit) => openRequest(core, init),
     events: (req: IncomingMessage, res: ServerResponse) => serveNodeEvents(core, req, res),
     fetchEvents: (request: Request) => serveFetchEvents(core, request),
     sweep: () => core.sweep(),
     close: () => core.close(),
   });
+  Object.defineProperty(api, kCore, { value: core });
   return Object.defineProperty(api, "openStreams", { get: () => core.feed.subscriptionCount, enumerable: true }) as Sessions;
 }
 
+async function openRequest(core: SessionCore, init: OpenRequestInit): Promise<StateRequest> {
+  const state = core.open(init);
+  init.signal?.addEventListener("abort", () => state.disconnected(), { once: true });
+  if (init.signal?.aborted === true) state.disconnected();
+  await state.ready;
+  return {
+    get phase() {
+      return state.phase;
+    },
+    run: (fn) => runInRequest(state, fn),
+    commit: (options) => state.commit(options?.status),
+    abort: () => state.abort(),
+    disconnected: () => state.disconnected(),
+  };
+}
+
 /**
- * The reset button: deletes the stored record of `state`, expires its cookie on
- * this response and resets `state` to its constructor's defaults. The next
- * change starts a new record under a new id.
+ * The current request's state, for the functions below. A cast, not
+ * `instanceof`: a second copy of this package in the process (another module
+ * graph) opened it with its own class, and the context is shared on purpose.
+ */
+function currentRequest(what: string): RequestState {
+  return getRequestState(what) as RequestState;
+}
+
+/**
+ * The reset button: resets `state` to its constructor's defaults, and at the
+ * commit point deletes its stored record and expires its cookie (a request
+ * that fails deletes nothing). A change after it starts a new record under a new id.
  *
  * @example
  * ```ts
@@ -70,7 +144,24 @@ export function persistSession(options: PersistSessionOptions = {}): Sessions {
  * ```
  */
 export async function clearCookieState(state: object): Promise<void> {
-  await getRequestSession("clearCookieState()").clear(state);
+  currentRequest("clearCookieState()").clear(state);
+}
+
+/**
+ * Stores this request's changes now, whatever the response will be: for a
+ * handler that must keep a change although it answers with a 5xx (which
+ * otherwise stores nothing). Later changes in the request throw. Resolves
+ * once the changes are stored.
+ *
+ * @example
+ * ```ts
+ * cart.items.push(item);
+ * await commitState();           // kept even though the response below is a 503
+ * return new Response("payment service down", { status: 503 });
+ * ```
+ */
+export async function commitState(): Promise<void> {
+  await currentRequest("commitState()").commit().stored;
 }
 
 /**
@@ -83,5 +174,5 @@ export async function clearCookieState(state: object): Promise<void> {
  * ```
  */
 export function inspectState(state: object): StateInfo {
-  return getRequestSession("inspectState()").inspect(state);
+  return currentRequest("inspectState()").inspect(state);
 }

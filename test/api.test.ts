@@ -169,7 +169,7 @@ describe("tracking nested changes", () => {
 describe("the request context", () => {
   it("tells what to do when a persisted class is constructed outside a request", () => {
     expect(() => new Cart()).toThrow(
-      "persist-session: new Cart() was used outside a request handled by persistSession(). Run the handler under the middleware (`app.use(sessions)`, `sessions(req, res, next)` or `sessions.fetch(handler)`).",
+      "persist-session: new Cart() was used outside a request handled by persistSession(). Run the handler under the middleware (`app.use(sessions)`, `sessions(req, res, next)` or `sessions.fetch(handler)`, or a framework adapter).",
     );
   });
 

@@ -16,6 +16,7 @@ describe("the published package", () => {
         "StoreUnavailableError",
         "UnpersistableValueError",
         "clearCookieState",
+        "commitState",
         "inspectState",
         "persist",
         "persistSession",

@@ -12,26 +12,55 @@ const EVENT_HEADERS = {
   "x-accel-buffering": "no",
 } as const;
 
-/** Serves a browser's events stream over node:http / Express. */
+/** Whether `res` can still take a response of ours: nothing sent, not ended, not destroyed. */
+function isWritable(res: ServerResponse): boolean {
+  return !res.headersSent && !res.writableEnded && !res.destroyed;
+}
+
+/**
+ * Serves a browser's events stream over node:http / Express. It never writes
+ * to a response that has been answered or ended (a framework that answered on
+ * its own, like Koa without `ctx.respond = false`), and a failed socket's
+ * 'error' is handled here: a stream cannot take the process down.
+ */
 export function serveNodeEvents(core: SessionCore, req: IncomingMessage, res: ServerResponse): void {
+  // Without a listener, an 'error' on the response (a write after the socket failed) would crash the process.
+  res.on("error", () => undefined);
   const lastEventId = req.headers["last-event-id"];
+  if (!isWritable(res)) return warnAnswered(core);
   core.streamTargets(headerValue(req.headers.cookie), req).then(
     (targets) => {
       if (res.destroyed) return;
+      if (!isWritable(res)) return warnAnswered(core);
       res.writeHead(200, EVENT_HEADERS);
-      const stream = new EventStream(core, targets, { write: (chunk) => void res.write(chunk) });
+      const stream = new EventStream(core, targets, {
+        write: (chunk) => {
+          if (!res.writableEnded && !res.destroyed) res.write(chunk);
+        },
+      });
       res.once("close", () => stream.close());
       stream.start(typeof lastEventId === "string" ? lastEventId : undefined).catch((error: unknown) => {
         logFailure(core, error);
         stream.close();
-        res.end();
+        if (!res.writableEnded) res.end();
       });
     },
     (error: unknown) => {
       const { status, headers, body } = failureAnswer(core, error);
-      if (res.headersSent) return void res.end();
+      if (!isWritable(res)) return void (res.writableEnded || res.destroyed || res.end());
       res.writeHead(status, headers).end(body);
     },
+  );
+}
+
+/** Once per process: the stream was asked for on a response the framework had already answered. */
+let warnedAnswered = false;
+function warnAnswered(core: SessionCore): void {
+  if (warnedAnswered) return;
+  warnedAnswered = true;
+  core.logger.warn(
+    "persist-session: sessions.events was given a response that was already answered or ended, so no stream was sent. " +
+      "Let the events route answer by itself (Koa: set ctx.respond = false, or use persist-session/koa; Fastify: reply.hijack(), or use persist-session/fastify).",
   );
 }
 

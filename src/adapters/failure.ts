@@ -1,4 +1,5 @@
 import { LockTimeoutError } from "../records.js";
+import { ClientGoneError } from "../request-state.js";
 import type { SessionCore } from "../session-core.js";
 import { StoreUnavailableError } from "../stores/store.js";
 
@@ -11,7 +12,7 @@ export interface FailureAnswer {
 
 /** 503 when waiting may help (a busy lock, an unreachable store), else 500. */
 function failureStatus(error: unknown): 500 | 503 {
-  return error instanceof LockTimeoutError || error instanceof StoreUnavailableError ? 503 : 500;
+  return error instanceof LockTimeoutError || error instanceof StoreUnavailableError || error instanceof ClientGoneError ? 503 : 500;
 }
 
 export function logFailure(core: SessionCore, error: unknown): void {
@@ -21,7 +22,8 @@ export function logFailure(core: SessionCore, error: unknown): void {
 
 /** Logs `error` and says how to answer it: its status, plain text, and Retry-After on a 503. */
 export function failureAnswer(core: SessionCore, error: unknown): FailureAnswer {
-  logFailure(core, error);
+  // Nobody hears the answer of a request whose client left, and it is no failure of the app's.
+  if (!(error instanceof ClientGoneError)) logFailure(core, error);
   const status = failureStatus(error);
   return status === 503
     ? { status, headers: { "content-type": "text/plain; charset=utf-8", "retry-after": "1" }, body: "Service Unavailable\n" }

@@ -1,55 +1,59 @@
 import { runInRequest } from "../context.js";
+import type { RequestState } from "../request-state.js";
 import type { SessionCore } from "../session-core.js";
+import type { SetCookie } from "../set-cookie.js";
 import { failureAnswer } from "./failure.js";
 
 /** A Fetch API handler: Hono, Next.js route handlers, Deno-style servers, Bun. */
 export type FetchHandler<A extends unknown[]> = (request: Request, ...rest: A) => Response | Promise<Response>;
 
 /**
- * Wraps a Fetch handler: the state is committed when the handler's Response is
- * ready, and that Response is returned (with Set-Cookie) once the state is stored.
+ * The Fetch API translation of the request lifecycle: the handler's returned
+ * Response is the commit point (a 5xx aborts, and so does a thrown handler),
+ * and it is returned, with Set-Cookie, once the state is stored. The
+ * Request's `signal` tells the lifecycle when the client left.
  */
 export function wrapFetchHandler<A extends unknown[]>(core: SessionCore, handler: FetchHandler<A>): (request: Request, ...rest: A) => Promise<Response> {
   return async (request, ...rest) => {
-    let session;
+    let state: RequestState;
     try {
-      session = await core.begin(request.headers.get("cookie") ?? undefined, isHttps(request, core.trustProxy), request);
+      state = core.open({ cookieHeader: request.headers.get("cookie") ?? undefined, https: isHttps(request, core.trustProxy), request });
+      // A client that leaves while the request waits for a lock gives its place up; later, the handler runs on.
+      request.signal.addEventListener("abort", () => state.disconnected(), { once: true });
+      if (state.ready !== undefined) await state.ready;
     } catch (error) {
       return failure(core, error);
     }
-    let response: Response | undefined;
-    let handlerError: unknown;
-    let threw = false;
+    let response: Response;
     try {
-      response = await runInRequest(session, () => handler(request, ...rest));
+      response = await runInRequest(state, handler, request, ...rest);
     } catch (error) {
-      threw = true;
-      handlerError = error;
+      state.abort();
+      throw error;
     }
-    let setCookies;
+    let cookies: readonly SetCookie[];
     try {
-      const result = session.commit();
-      await result.durable;
-      setCookies = result.setCookies;
+      const result = state.commit(response.status);
+      await result.stored;
+      cookies = result.cookies;
     } catch (error) {
       // The handler's Response is replaced by the failure: cancel its body, or a streaming one would run on unread.
-      response?.body?.cancel().catch(() => undefined);
+      response.body?.cancel().catch(() => undefined);
       return failure(core, error);
     }
-    if (threw) throw handlerError;
-    return withSetCookies(response!, setCookies);
+    return withSetCookies(response, cookies);
   };
 }
 
-function withSetCookies(response: Response, cookies: readonly string[]): Response {
+/** `response` with `cookies` added; a copy when its headers are immutable (Response.redirect, a fetched Response). */
+export function withSetCookies(response: Response, cookies: readonly SetCookie[]): Response {
   if (cookies.length === 0) return response;
   try {
-    for (const cookie of cookies) response.headers.append("set-cookie", cookie);
+    for (const cookie of cookies) response.headers.append("set-cookie", cookie.header);
     return response;
   } catch {
-    // Immutable headers (Response.redirect, a fetched Response): copy into a new Response.
     const copy = new Response(response.body, { status: response.status, statusText: response.statusText, headers: new Headers(response.headers) });
-    for (const cookie of cookies) copy.headers.append("set-cookie", cookie);
+    for (const cookie of cookies) copy.headers.append("set-cookie", cookie.header);
     return copy;
   }
 }
@@ -60,7 +64,8 @@ export function failure(core: SessionCore, error: unknown): Response {
   return new Response(body, { status, headers });
 }
 
-function isHttps(request: Request, trustProxy: boolean): boolean {
+/** HTTPS as the Request's URL says, or (with `trustProxy`) the proxy's `X-Forwarded-Proto`. */
+export function isHttps(request: Request, trustProxy: boolean): boolean {
   if (trustProxy) {
     const proto = request.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase();
     if (proto !== undefined) return proto === "https";

@@ -1,0 +1,517 @@
+import { v4 as uuidv4 } from "uuid";
+import type { StateContext } from "./context.js";
+import type { Logger } from "./logger.js";
+import type { RecordEntry, RecordManager } from "./records.js";
+import { registrationOf, type Registration } from "./registry.js";
+import { RecordTooLargeError } from "./serialization.js";
+import type { CookieSigner } from "./cookie-signing.js";
+import type { CookieWriter, SetCookie } from "./set-cookie.js";
+import { Tracker, unwrap, type ChangeSink } from "./tracking.js";
+
+/** A record a request locks before its handler runs: from a verified cookie, or the signed-in user's. */
+export interface RecordTarget {
+  readonly key: string;
+  readonly id: string;
+  /** Signed with a secret other than the first: send the cookie re-signed. */
+  readonly oldSecret: boolean;
+  /** The user-scoped record of the signed-in user (no cookie involved). */
+  readonly user?: boolean;
+}
+
+/** What {@link RequestState.inspect} reports; the shape of `inspectState()`. */
+export interface StateInfo {
+  /** The `@persist` key, which is also the cookie's name. */
+  readonly key: string;
+  /** The record's id (the UUID in the cookie); `undefined` until the state is first changed. */
+  readonly id: string | undefined;
+  /** Whether the store holds a record for it (after this request's commit, a changed state will be). */
+  readonly stored: boolean;
+  /** Increases by one on every write; 0 when not stored. */
+  readonly version: number;
+  readonly updatedAt: Date | undefined;
+  readonly expires: Date | undefined;
+  /** Size of the stored data in bytes; 0 when not stored. */
+  readonly bytes: number;
+  /** Changed in this request and not yet committed. */
+  readonly changed: boolean;
+  /** Where the store keeps records (a directory, "memory of this process", a Redis prefix). */
+  readonly location: string;
+}
+
+/** What a commit leaves for the adapter: the cookies to set, and the write to wait for. */
+export interface CommitResult {
+  /** Cookies the response must set, in the order given. */
+  readonly cookies: readonly SetCookie[];
+  /** Resolves when every change of the request is stored; `undefined` when nothing was written. */
+  readonly stored: Promise<void> | undefined;
+}
+
+/** What a request needs of the engine that opened it, and nothing more. */
+export interface RequestHost {
+  readonly records: RecordManager;
+  readonly logger: Logger;
+  readonly ttlMs: number;
+  readonly maxRecordBytes: number;
+  readonly lockTimeoutMs: number;
+  readonly anonymousAsBrowser: boolean;
+  /** Where the store keeps records, for {@link StateInfo.location}. */
+  readonly location: string;
+  readonly cookies: CookieWriter;
+  isDueForRefresh(updatedAt: number): boolean;
+}
+
+/**
+ * Where a request is in its lifecycle:
+ * - `opening`: taking its records' locks and loading them; the handler has not run.
+ * - `open`: the handler runs and may change state.
+ * - `committed`: its changes are stored (or being stored); later changes throw.
+ * - `aborted`: it failed; nothing of it is stored; later changes throw.
+ * - `abandoned`: its client left and the handler did not reach its commit point
+ *   within `lockTimeout`; nothing of it is stored, and later changes are
+ *   ignored with one warning (never thrown into a handler nobody waits for).
+ */
+export type RequestPhase = "opening" | "open" | "committed" | "aborted" | "abandoned";
+
+/**
+ * What one persisted key of a request has to do at its commit:
+ * - `unchanged`: nothing.
+ * - `resign`: send the cookie again, signed with the current secret.
+ * - `refresh`: rewrite the unchanged record and its cookie (rolling expiry).
+ * - `changed`: write the record (and its cookie).
+ * - `cleared`: delete the record and expire its cookie (`clearCookieState`).
+ */
+type BindingState = "unchanged" | "resign" | "refresh" | "changed" | "cleared";
+
+const EMPTY_RESULT: CommitResult = Object.freeze({ cookies: Object.freeze([]) as readonly SetCookie[], stored: undefined });
+
+/** Thrown into a request's open when its client left while it waited for a lock: its handler does not run. */
+export class ClientGoneError extends Error {
+  override readonly name = "ClientGoneError";
+}
+
+/** One persisted key within one request. */
+class Binding implements ChangeSink {
+  /** The locked record, once this request has one (restored, or minted on first change). */
+  entry: RecordEntry | undefined;
+  /** A browser record cleared in this request before a change minted its successor: deleted at commit. */
+  replaced: RecordEntry | undefined;
+  registration: Registration | undefined;
+  /** The raw instance behind {@link proxy}. */
+  target: object | undefined;
+  proxy: object | undefined;
+  state: BindingState = "unchanged";
+
+  constructor(
+    readonly request: RequestState,
+    readonly key: string,
+    /** Keyed by the signed-in user, not by a cookie. */
+    readonly userScoped: boolean,
+  ) {}
+
+  assertPersistable(value: unknown, path: string): void {
+    this.registration!.codec.assertPersistable(value, path);
+  }
+
+  assertWritable(path: string): void {
+    this.request.assertWritable(path);
+  }
+
+  markChanged(): void {
+    if (this.request.phase !== "open") return; // abandoned: the change is ignored
+    if (this.state === "cleared" && !this.userScoped) {
+      // The reset record goes at commit; the change starts a record under a new id.
+      this.replaced = this.entry;
+      this.entry = undefined;
+    }
+    if (this.entry === undefined) this.request.mint(this);
+    this.state = "changed";
+  }
+}
+
+/**
+ * The persisted state of one request, and its lifecycle: opened by the
+ * engine (records locked and loaded), run by an adapter, then exactly one of
+ * {@link commit} (every change stored, cookies returned) or {@link abort}
+ * (nothing of it stored, locks released).
+ */
+export class RequestState implements StateContext {
+  readonly #bindings = new Map<string, Binding>();
+  #result: CommitResult | undefined;
+  #phase: RequestPhase = "opening";
+  /** Cancels the lock wait in progress while opening; see {@link disconnected}. */
+  #cancelWait: ((error: Error) => void) | undefined;
+  #gone = false;
+  #abandonTimer: NodeJS.Timeout | undefined;
+  #warnedIgnored = false;
+  /** Locks and loads still to come, when the open had to wait; rejects (after aborting) when the request cannot start. */
+  ready: Promise<void> | undefined;
+  /** Called once when the request commits, aborts or is abandoned. */
+  onFinish: (() => void) | undefined;
+  /** What the app's `user` resolver returned for this request; set while opening. */
+  userId: string | undefined;
+  /** Signs this request's cookies; set while opening, before any handler runs. */
+  signer: CookieSigner | undefined;
+
+  constructor(
+    readonly host: RequestHost,
+    /** Whether the request came over HTTPS: decides the cookies' `Secure`. */
+    readonly https: boolean,
+    /** The framework's request, for log lines that name it. */
+    readonly request: unknown,
+  ) {}
+
+  get phase(): RequestPhase {
+    return this.#phase;
+  }
+
+  /** Whether the client went away; the handler may still be running. */
+  get gone(): boolean {
+    return this.#gone;
+  }
+
+  /** `GET /path` of the request, for the log line of a request that waited on it. */
+  describe(): string {
+    const request = this.request as { method?: unknown; url?: unknown } | undefined;
+    if (typeof request?.method !== "string" || typeof request.url !== "string") return "a request";
+    const url = request.url;
+    // The path only: a query string may carry tokens, and logs are read by many.
+    const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+    const path = start < 0 ? "/" : url.slice(start).split(/[?#]/, 1)[0];
+    return `${request.method} ${path}`;
+  }
+
+  /** Locks `entry` for this request; `undefined` when it was free. Cancelled by {@link disconnected}. */
+  lock(entry: RecordEntry): Promise<void> | undefined {
+    if (entry.tryLock(this)) return undefined;
+    return entry.lock(this.host.lockTimeoutMs, this, (cancel) => (this.#cancelWait = cancel)).finally(() => {
+      this.#cancelWait = undefined;
+    });
+  }
+
+  /** Binds a verified cookie's (or the user's) locked and loaded record to this request. */
+  attach(target: RecordTarget, entry: RecordEntry): void {
+    const binding = this.#binding(target.key, target.user === true);
+    if (target.user === true) {
+      // Its id is fixed by the user: keep the lock even while nothing is stored, so a first change cannot race another device's.
+      binding.entry = entry;
+      if (entry.state === "present" && this.host.isDueForRefresh(entry.updatedAt)) binding.state = "refresh";
+      return;
+    }
+    if (entry.state !== "present") {
+      this.host.records.release(entry);
+      return;
+    }
+    binding.entry = entry;
+    binding.state = this.host.isDueForRefresh(entry.updatedAt) ? "refresh" : target.oldSecret ? "resign" : "unchanged";
+  }
+
+  /** The records are locked and loaded: the handler may run. */
+  opened(): void {
+    if (this.#phase === "opening") this.#phase = "open";
+  }
+
+  /**
+   * The client went away. While opening, the lock wait ends and the handler
+   * never runs. While the handler runs, it runs on and commits as usual; only
+   * if it has not reached its commit point within `lockTimeout` is the request
+   * abandoned, so a handler that never answers cannot hold the browser's records.
+   */
+  disconnected(): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    if (this.#phase === "opening") {
+      this.#cancelWait?.(new ClientGoneError("persist-session: the client left while its request waited for a lock."));
+      return;
+    }
+    if (this.#phase !== "open") return;
+    this.#abandonTimer = setTimeout(() => this.#end("abandoned"), this.host.lockTimeoutMs);
+    this.#abandonTimer.unref();
+  }
+
+  /** Throws unless the handler may still change state; an abandoned request's changes are let through, ignored, with one warning. */
+  assertWritable(path: string): void {
+    switch (this.#phase) {
+      case "open":
+        return;
+      case "abandoned":
+        if (!this.#warnedIgnored) {
+          this.#warnedIgnored = true;
+          this.host.logger.warn(
+            `persist-session: ${path} was changed by ${this.describe()} after its client left and it did not answer within lockTimeout; the change was ignored.`,
+          );
+        }
+        return;
+      case "aborted":
+        throw new Error(`persist-session: ${path} was changed after its request failed, so the change cannot be stored. The failed request's changes were discarded.`);
+      default:
+        throw new Error(
+          `persist-session: ${path} was changed after the response was sent, so the change cannot be stored. ` +
+            "Change state before sending the response (or its headers).",
+        );
+    }
+  }
+
+  /** This request's instance of the class, if it exists already. */
+  instanceOf(registration: Registration): object | undefined {
+    this.#checkScope(registration);
+    const binding = this.#bindings.get(registration.key);
+    if (binding?.proxy !== undefined) return binding.proxy;
+    this.#assertCreatable(registration);
+    const live = binding?.entry?.live;
+    if (live === undefined) return undefined;
+    return this.#expose(binding!, registration, live);
+  }
+
+  /** Makes `fresh` (just constructed) this request's instance, filled from the stored record if any. */
+  adopt(registration: Registration, fresh: object): object {
+    const binding = this.#binding(registration.key, false);
+    const entry = binding.entry;
+    if (this.#phase !== "open") return this.#expose(binding, registration, fresh); // abandoned: a detached instance
+    if (entry?.stored !== undefined) {
+      try {
+        Object.assign(fresh, registration.codec.deserialize(entry.stored.data));
+        entry.live = fresh;
+        entry.stored = undefined;
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        const quarantined = this.host.records.quarantine(entry, `unreadable data: ${reason}`);
+        binding.state = "unchanged";
+        // A user's record keeps its id and lock for a change after the reset; a browser's gets a new id on its next change.
+        if (!binding.userScoped) {
+          binding.entry = undefined;
+          void quarantined.finally(() => this.host.records.release(entry));
+        }
+        registration.resetToDefaults(fresh);
+      }
+    }
+    if (binding.entry !== undefined && binding.entry.live === undefined) binding.entry.live = fresh;
+    return this.#expose(binding, registration, fresh);
+  }
+
+  /** Gives a never-stored instance its record on its first change. */
+  mint(binding: Binding): void {
+    const entry = this.host.records.entry(uuidv4());
+    if (!entry.tryLock(this)) throw new Error("persist-session: a freshly minted record id was already in use.");
+    entry.state = "missing";
+    entry.live = binding.target;
+    entry.recordKey = binding.key;
+    binding.entry = entry;
+  }
+
+  /** What is stored for `state`, as of this moment of the request. */
+  inspect(state: object): StateInfo {
+    const binding = this.#bindingOf(state, "inspectState()");
+    const entry = binding.state === "cleared" ? undefined : binding.entry;
+    const stored = entry !== undefined && entry.state === "present";
+    return {
+      key: binding.key,
+      id: stored || binding.state === "changed" ? entry?.id : undefined,
+      stored,
+      version: stored ? entry.version : 0,
+      updatedAt: stored ? new Date(entry.updatedAt) : undefined,
+      expires: stored ? new Date(entry.expires) : undefined,
+      bytes: stored ? entry.bytes : 0,
+      changed: binding.state === "changed",
+      location: this.host.location,
+    };
+  }
+
+  /**
+   * Resets `state` to its defaults; at the commit its record is deleted and
+   * its cookie expired, like any other change (an aborted request deletes nothing).
+   */
+  clear(state: object): void {
+    const binding = this.#bindingOf(state, "clearCookieState()");
+    this.assertWritable("clearCookieState()");
+    binding.registration!.resetToDefaults(binding.target!);
+    if (this.#phase !== "open") return;
+    if (binding.replaced !== undefined) {
+      // Cleared, changed, cleared again: the minted successor goes unused.
+      this.host.records.release(binding.entry!);
+      binding.entry = binding.replaced;
+      binding.replaced = undefined;
+    }
+    binding.state = "cleared";
+  }
+
+  /**
+   * The commit point: snapshots every changed record, queues its write, and
+   * releases the locks at once (the next request of this browser continues
+   * from the in-process copy). Idempotent; after an abort it commits nothing.
+   * A `status` of 500 or more aborts instead: a failing response stores none
+   * of its changes. Throws, after aborting, when a record cannot be stored.
+   */
+  commit(status = 200): CommitResult {
+    if (this.#result !== undefined) return this.#result;
+    if (this.#phase !== "open") return EMPTY_RESULT;
+    if (status >= 500) {
+      this.abort();
+      return EMPTY_RESULT;
+    }
+    const cookies: SetCookie[] = [];
+    const writes: Array<Promise<void>> = [];
+    const now = Date.now();
+    const { records } = this.host;
+    try {
+      // Serialize everything first: a record that cannot be stored fails the request before anything is queued.
+      const snapshots = new Map<Binding, { data: string; bytes: number }>();
+      for (const binding of this.#bindings.values()) {
+        if (binding.state === "changed" || (binding.state === "refresh" && binding.entry!.stored === undefined)) {
+          snapshots.set(binding, this.#serialize(binding, binding.entry!));
+        }
+      }
+      this.#finish("committed");
+      for (const binding of this.#bindings.values()) {
+        const entry = binding.entry;
+        if (binding.replaced !== undefined) {
+          writes.push(records.delete(binding.replaced));
+          records.release(binding.replaced);
+        }
+        switch (binding.state) {
+          case "cleared":
+            if (entry !== undefined) {
+              writes.push(records.delete(entry));
+              if (binding.userScoped) entry.live = binding.target; // the user's id stays: the reset instance is its state
+            }
+            if (!binding.userScoped) cookies.push(this.host.cookies.expired(binding.key, this.https));
+            break;
+          case "changed":
+          case "refresh": {
+            const snapshot = snapshots.get(binding) ?? { data: entry!.stored!.data, bytes: entry!.bytes };
+            writes.push(this.#write(entry!, binding.key, snapshot, now));
+            if (!binding.userScoped) cookies.push(this.#liveCookie(binding.key, entry!.id));
+            break;
+          }
+          case "resign":
+            cookies.push(this.#liveCookie(binding.key, entry!.id));
+            break;
+          case "unchanged":
+            break;
+        }
+        if (entry !== undefined) records.release(entry);
+      }
+    } catch (error) {
+      for (const write of writes) write.catch(() => undefined);
+      if (this.#phase === "open") this.abort();
+      throw error;
+    }
+    // One write (the usual case) is waited for as it is: Promise.all and its .then were two more promises per request.
+    const stored = writes.length === 0 ? undefined : writes.length === 1 ? writes[0] : Promise.all(writes).then(() => undefined);
+    this.#result = cookies.length === 0 && stored === undefined ? EMPTY_RESULT : { cookies, stored };
+    return this.#result;
+  }
+
+  /**
+   * Ends the request without storing anything of it: a failed handler, a 5xx,
+   * or a request that could not start. Changed records are dropped from this
+   * process, so the next request re-reads what is stored; every lock is released.
+   */
+  abort(): void {
+    this.#end("aborted");
+  }
+
+  #end(phase: "aborted" | "abandoned"): void {
+    if (this.#phase === "committed" || this.#phase === "aborted" || this.#phase === "abandoned") return;
+    this.#finish(phase);
+    const { records } = this.host;
+    for (const binding of this.#bindings.values()) {
+      for (const entry of [binding.entry, binding.replaced]) {
+        if (entry === undefined) continue;
+        // The handler changed the in-process copy in place: it is no longer what is stored. An
+        // abandoned handler may change it still, untracked: it must not be the process's copy either.
+        if (binding.state === "changed" || binding.state === "cleared" || phase === "abandoned") {
+          records.forget(entry);
+          entry.stale = true;
+        }
+        records.release(entry);
+      }
+      binding.entry = binding.replaced = undefined;
+    }
+  }
+
+  #finish(phase: "committed" | "aborted" | "abandoned"): void {
+    this.#phase = phase;
+    clearTimeout(this.#abandonTimer);
+    this.onFinish?.();
+    this.onFinish = undefined;
+  }
+
+  #liveCookie(key: string, id: string): SetCookie {
+    return this.host.cookies.live(this.signer!, key, id, this.https);
+  }
+
+  #write(entry: RecordEntry, key: string, snapshot: { data: string; bytes: number }, now: number): Promise<void> {
+    const record = { key, version: entry.version + 1, updatedAt: now, expires: now + this.host.ttlMs, data: snapshot.data };
+    entry.version = record.version;
+    entry.updatedAt = now;
+    entry.expires = record.expires;
+    entry.bytes = snapshot.bytes;
+    entry.recordKey = key;
+    entry.state = "present";
+    if (entry.stored !== undefined) entry.stored = record;
+    return this.host.records.write(entry, { kind: "set", record });
+  }
+
+  #serialize(binding: Binding, entry: RecordEntry): { data: string; bytes: number } {
+    // A refresh of a cached record the handler never touched has no registration of its own yet.
+    const registration = binding.registration ?? registrationOf(binding.key);
+    const instance = binding.target ?? entry.live;
+    if (registration === undefined || instance === undefined) {
+      throw new Error(`persist-session: no @persist class is registered for key "${binding.key}".`);
+    }
+    const data = registration.codec.serialize(instance, registration.className);
+    const bytes = Buffer.byteLength(data);
+    if (bytes > this.host.maxRecordBytes) throw new RecordTooLargeError(registration.className, bytes, this.host.maxRecordBytes);
+    return { data, bytes };
+  }
+
+  #bindingOf(state: object, caller: string): Binding {
+    // A scan, not a WeakMap: a request has a binding or two, and a WeakMap per request cost more than it saved.
+    const target = unwrap(state);
+    for (const binding of this.#bindings.values()) {
+      if (binding.target !== undefined && (binding.proxy === state || binding.target === target)) return binding;
+    }
+    throw new TypeError(`persist-session: ${caller} expects an instance of a @persist class created in this request.`);
+  }
+
+  /** A new instance after the commit point would be an instance nobody stores: refuse it. */
+  #assertCreatable(registration: Registration): void {
+    if (this.#phase === "open" || this.#phase === "abandoned") return;
+    throw new Error(
+      `persist-session: new ${registration.className}() was called after ${this.#phase === "aborted" ? "its request failed" : "the response was sent"}, so its changes could not be stored. ` +
+        "Create and change state before sending the response (or its headers).",
+    );
+  }
+
+  #checkScope(registration: Registration): void {
+    if (registration.scope !== "user") return;
+    if (this.userId !== undefined) {
+      if (this.#bindings.get(registration.key)?.userScoped !== true) {
+        throw new Error(`persist-session: ${registration.className} was declared after this request started. Import @persist classes before serving requests.`);
+      }
+      return;
+    }
+    if (!this.host.anonymousAsBrowser) {
+      throw new Error(
+        `persist-session: ${registration.className} is user-scoped, but this request has no user (the \`user\` option of persistSession() returned nothing). ` +
+          'Sign the user in first, or set `anonymous: "browser"` to keep such state per browser until then.',
+      );
+    }
+  }
+
+  #binding(key: string, userScoped: boolean): Binding {
+    let binding = this.#bindings.get(key);
+    if (binding === undefined) {
+      binding = new Binding(this, key, userScoped);
+      this.#bindings.set(key, binding);
+    }
+    return binding;
+  }
+
+  #expose(binding: Binding, registration: Registration, target: object): object {
+    binding.registration = registration;
+    binding.target = target;
+    binding.proxy = new Tracker(binding).track(target, registration.className);
+    return binding.proxy;
+  }
+}
