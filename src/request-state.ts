@@ -100,6 +100,8 @@ class Binding implements ChangeSink {
   target: object | undefined;
   proxy: object | undefined;
   state: BindingState = "unchanged";
+  /** A read-only request's copy of what is stored, read without a lock. */
+  snapshot: string | undefined;
 
   constructor(
     readonly request: RequestState,
@@ -158,6 +160,12 @@ export class RequestState implements StateContext {
     readonly https: boolean,
     /** The framework's request, for log lines that name it. */
     readonly request: unknown,
+    /**
+     * Set for a request that can only read (a Next.js Server Component render):
+     * it takes no lock, writes nothing, mints nothing, and a change throws with
+     * this advice.
+     */
+    readonly readOnly?: string,
   ) {}
 
   get phase(): RequestPhase {
@@ -186,6 +194,11 @@ export class RequestState implements StateContext {
     return entry.lock(this.host.lockTimeoutMs, this, (cancel) => (this.#cancelWait = cancel)).finally(() => {
       this.#cancelWait = undefined;
     });
+  }
+
+  /** Gives a read-only request the stored data of a record, read without its lock. */
+  attachSnapshot(target: RecordTarget, data: string | undefined): void {
+    this.#binding(target.key, target.user === true).snapshot = data;
   }
 
   /** Binds a verified cookie's (or the user's) locked and loaded record to this request. */
@@ -232,6 +245,7 @@ export class RequestState implements StateContext {
   assertWritable(path: string): void {
     switch (this.#phase) {
       case "open":
+        if (this.readOnly !== undefined) throw new Error(`persist-session: ${path} cannot be changed here: this request only reads state. ${this.readOnly}`);
         return;
       case "abandoned":
         if (!this.#warnedIgnored) {
@@ -267,7 +281,13 @@ export class RequestState implements StateContext {
     const binding = this.#binding(registration.key, false);
     const entry = binding.entry;
     if (this.#phase !== "open") return this.#expose(binding, registration, fresh); // abandoned: a detached instance
-    if (entry?.stored !== undefined) {
+    if (binding.snapshot !== undefined) {
+      try {
+        Object.assign(fresh, registration.codec.deserialize(binding.snapshot));
+      } catch {
+        registration.resetToDefaults(fresh); // the next request that may write sets the record aside
+      }
+    } else if (entry?.stored !== undefined) {
       try {
         Object.assign(fresh, registration.codec.deserialize(entry.stored.data));
         entry.live = fresh;

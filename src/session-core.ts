@@ -106,6 +106,12 @@ export interface OpenInit {
   readonly https: boolean;
   /** The framework's request: given to the `user` option and named (method and path) in log lines. */
   readonly request?: IncomingMessage | Request;
+  /**
+   * Open a request that can only read state (a render, as a Next.js Server
+   * Component is): no lock is taken, nothing is written or minted, and a change
+   * throws with this text as its advice, like "Change state in a Server Action or a Route Handler."
+   */
+  readonly readOnly?: string;
 }
 
 /** The state shared by every request of one `persistSession()`: it opens requests and keeps their records. */
@@ -183,7 +189,7 @@ export class SessionCore implements RequestHost {
    */
   open(init: OpenInit): RequestState {
     if (this.#closed) throw new Error("persist-session: this persistSession() was closed. Create a new one to serve requests.");
-    const request = new RequestState(this, init.https, init.request);
+    const request = new RequestState(this, init.https, init.request, init.readOnly);
     const ready = this.#prepare(request, init);
     if (ready !== undefined) {
       request.ready = ready.catch((error: unknown) => {
@@ -266,6 +272,7 @@ export class SessionCore implements RequestHost {
     request.userId = userId;
     request.signer = signer;
     const targets = this.#targets(signer, cookieHeader, userId);
+    if (request.readOnly !== undefined) return this.#readSnapshots(request, targets);
     for (let i = 0; i < targets.length; i++) {
       const target = targets[i]!;
       const entry = this.records.entry(target.id);
@@ -294,6 +301,32 @@ export class SessionCore implements RequestHost {
     }
     if (request.gone) throw new ClientGoneError("persist-session: the client left while its request was being opened.");
     request.opened();
+  }
+
+  /**
+   * A read-only request reads what is stored, without a lock: a response that
+   * was sent had its changes stored first, so it sees every change a client
+   * has seen, and it never waits for (or delays) the browser's other requests.
+   */
+  #readSnapshots(request: RequestState, targets: readonly RecordTarget[]): Promise<void> | undefined {
+    if (targets.length === 0) {
+      request.opened();
+      return undefined;
+    }
+    return (async () => {
+      const now = Date.now();
+      for (const target of targets) {
+        let record;
+        try {
+          record = await this.store.get(target.id);
+        } catch (error) {
+          // A corrupt record is set aside by the next request that may write; this one reads it as none.
+          if (!(error instanceof CorruptRecordError)) throw error;
+        }
+        request.attachSnapshot(target, record !== undefined && record.key === target.key && record.expires > now ? record.data : undefined);
+      }
+      request.opened();
+    })();
   }
 
   /**

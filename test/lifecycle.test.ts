@@ -416,3 +416,44 @@ describe("sessions.events on a response it must not write to (child process)", (
     expect(stderr).toMatch(/sessions\.events was given a response that was already answered or ended/);
   });
 });
+
+describe("a read-only request (a render)", () => {
+  it("reads the stored state without a lock, refuses changes with the adapter's advice, and mints nothing", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "persist-session-readonly-"));
+    const sessions = persistSession({ secret: SECRET, store: new FileStore({ dir }), sweepInterval: 0, logger, lockTimeout: 20_000 });
+    try {
+      const writer = await sessions.open({ cookieHeader: undefined, https: false });
+      writer.run(() => {
+        new Ledger().count = 5;
+      });
+      const { cookies, stored } = writer.commit();
+      await stored;
+      const cookieHeader = `${cookies[0]!.name}=${cookies[0]!.value}`;
+
+      // A writer holds the record's lock: a render neither waits for it nor sees its uncommitted change.
+      const holder = await sessions.open({ cookieHeader, https: false });
+      holder.run(() => {
+        new Ledger().count = 99;
+      });
+      const render = await sessions.open({ cookieHeader, https: false, readOnly: "Change state in a Server Action or a Route Handler." });
+      expect(render.run(() => new Ledger().count)).toBe(5);
+      expect(() =>
+        render.run(() => {
+          new Ledger().count += 1;
+        }),
+      ).toThrow(/^persist-session: Ledger\w*\.count cannot be changed here: this request only reads state\. Change state in a Server Action or a Route Handler\.$/);
+      expect(render.commit()).toEqual({ cookies: [], stored: undefined });
+      holder.abort();
+
+      // Without a cookie: fresh state, nothing minted, no cookie.
+      const anonymous = await sessions.open({ cookieHeader: undefined, https: false, readOnly: "Use an action." });
+      expect(anonymous.run(() => new Ledger().count)).toBe(0);
+      expect(() => anonymous.run(() => new Ledger().log.push(1))).toThrow(/only reads state\. Use an action\.$/);
+      expect(anonymous.commit().cookies).toEqual([]);
+      expect(await recordIds(dir)).toHaveLength(1);
+    } finally {
+      await sessions.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
