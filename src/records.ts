@@ -211,6 +211,8 @@ export interface RecordManagerOptions {
   readonly logger: Logger;
   /** Told after each record write or delete is stored: feeds live sync. */
   readonly onStored?: (id: string, key: string | undefined, version: number) => void;
+  /** Told when the store answered, while it was unreachable before (see OutageLog). */
+  readonly outage?: { readonly active: boolean; answered(): void };
 }
 
 /** The records of one `persistSession()`: locks, loading, writes, the idle cache and the sweep. */
@@ -227,6 +229,7 @@ export class RecordManager {
       // A store returning something other than a Promise still counts as done.
       apply: (entry, op) => Promise.resolve(this.#apply(entry.id, op, entry.lease)),
       stored: (entry, op) => {
+        if (this.options.outage?.active === true) this.options.outage.answered();
         try {
           if (op.kind === "set") this.options.onStored?.(entry.id, op.record.key, op.record.version);
           else if (op.kind === "delete") this.options.onStored?.(entry.id, entry.recordKey, 0);
@@ -276,6 +279,7 @@ export class RecordManager {
       await this.quarantine(entry, error.message);
       return;
     }
+    if (this.options.outage?.active === true) this.options.outage.answered();
     entry.stale = false;
     if (record === undefined) {
       entry.state = "missing";

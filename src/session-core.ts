@@ -2,6 +2,7 @@ import type { IncomingMessage } from "node:http";
 import { ChangeFeed } from "./change-feed.js";
 import { CookieSigner, SIGNED_VALUE_LENGTH } from "./cookie-signing.js";
 import { consoleLogger, type Logger } from "./logger.js";
+import { OutageLog } from "./outage-log.js";
 import { RecordManager } from "./records.js";
 import { registrationOf, userScopedKeys } from "./registry.js";
 import { ClientGoneError, RequestState, type RecordTarget, type RequestHost } from "./request-state.js";
@@ -126,6 +127,8 @@ export class SessionCore implements RequestHost {
   readonly lockTimeoutMs: number;
   readonly location: string;
   readonly heartbeatMs: number;
+  /** An unreachable store, logged once per outage. */
+  readonly outage: OutageLog;
   /** Record changes stored by this process (and, through `store.watch`, by others). */
   readonly feed = new ChangeFeed();
   readonly #user: PersistSessionOptions["user"];
@@ -144,6 +147,7 @@ export class SessionCore implements RequestHost {
       throw new TypeError("persist-session: persistSession() expects an options object, for example { secret }.");
     }
     this.logger = options.logger ?? consoleLogger;
+    this.outage = new OutageLog(this.logger);
     this.store = options.store ?? new FileStore();
     this.store.useLogger?.(this.logger);
     this.ttlMs = positive("ttl", options.ttl, DEFAULT_TTL_SECONDS) * 1000;
@@ -167,6 +171,7 @@ export class SessionCore implements RequestHost {
       cacheLimit: this.store.shared === true ? 0 : nonNegative("cacheSize", options.cacheSize, DEFAULT_CACHE_SIZE),
       logger: this.logger,
       onStored: (id, key, version) => this.feed.publish({ id, key: key ?? "", version }),
+      outage: this.outage,
     });
     this.#secret = options.secret;
     // A given secret is checked now, at start-up, not on the first request.

@@ -1,7 +1,7 @@
 import { LockTimeoutError } from "../records.js";
 import { ClientGoneError } from "../request-state.js";
 import type { SessionCore } from "../session-core.js";
-import { StoreUnavailableError } from "../stores/store.js";
+import { LeaseLostError, StoreUnavailableError } from "../stores/store.js";
 
 /** What a failed request is answered with, whichever adapter serves it. */
 export interface FailureAnswer {
@@ -16,8 +16,11 @@ function failureStatus(error: unknown): 500 | 503 {
 }
 
 export function logFailure(core: SessionCore, error: unknown): void {
-  const message = error instanceof Error ? error.message : String(error);
-  core.logger.error(message.startsWith("persist-session:") ? message : `persist-session: the request failed: ${message}`, error);
+  const text = error instanceof Error ? error.message : String(error);
+  const message = text.startsWith("persist-session:") ? text : `persist-session: the request failed: ${text}`;
+  // A refused late write (LeaseLostError) is one process's problem, worth its own line; an unreachable store is one outage.
+  if (error instanceof StoreUnavailableError && !(error instanceof LeaseLostError)) core.outage.failed(message, error);
+  else core.logger.error(message, error);
 }
 
 /** Logs `error` and says how to answer it: its status, plain text, and Retry-After on a 503. */
