@@ -12,6 +12,9 @@ import { join } from "node:path";
 import { FileStore, MemoryStore, persist, persistSession } from "persist-session";
 import { CookieSigner } from "../dist/cookie-signing.js";
 import { StateCodec } from "../dist/serialization.js";
+import { Versioning } from "../dist/versioning.js";
+import * as v from "valibot";
+import { z } from "zod";
 import { DATA_DIR, SECRET, formatNumber, markdownTable, median, writeResultsSection } from "./lib.mjs";
 
 let sink = 0;
@@ -152,9 +155,46 @@ export async function runMicro() {
         samples,
       }));
       await cold.close();
+      if (label === "10 KB") {
+        // Versioned state (#18): the restore step alone, without and with a schema of this state's shape.
+        const parse = (text) => codec.deserialize(text);
+        const schemas = {
+          zod: z.object({ count: z.number(), todos: z.array(z.object({ id: z.number(), text: z.string(), done: z.boolean(), created: z.date() })), prefs: z.object({ theme: z.string(), tags: z.set(z.string()) }) }),
+          valibot: v.object({ count: v.number(), todos: v.array(v.object({ id: v.number(), text: v.string(), done: v.boolean(), created: v.date() })), prefs: v.object({ theme: v.string(), tags: v.set(v.string()) }) }),
+        };
+        const plainVersioning = new Versioning("MicroState", 1, undefined, undefined, undefined);
+        add(`versioned restore of a ${size} record: no version, migration or schema`, await measureAsync({ op: () => plainVersioning.restore("bench-micro", data, parse), samples }));
+        for (const [library, schema] of Object.entries(schemas)) {
+          const versioning = new Versioning("MicroState", 1, undefined, schema, undefined);
+          const outcome = await versioning.restore("bench-micro", data, parse);
+          if (outcome.kind !== "current") throw new Error(`the ${library} schema refused the benchmark's state: ${outcome.reason}`);
+          add(`versioned restore of a ${size} record: validated by a ${library} schema`, await measureAsync({ op: () => versioning.restore("bench-micro", data, parse), samples }));
+        }
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+
+  // Forged cookies (#17): only names of registered keys are checked, at most maxCookies signatures
+  // per request. 180 well-formed forged values against 180 malformed ones of the same size.
+  for (const secrets of [1, 3]) {
+    const keys = Array.from({ length: secrets }, (_, i) => `${SECRET}-${i}`);
+    const forgedSessions = persistSession({ secret: keys, store: new MemoryStore(), sweepInterval: 0 });
+    const wellFormed = Array.from({ length: 180 }, (_, i) => `bench-micro=${randomUUID()}.${"A".repeat(42)}${"ABCDEFGH"[i % 8]}`).join("; ");
+    const underOtherNames = Array.from({ length: 180 }, (_, i) => `c${i}=${randomUUID()}.${"A".repeat(42)}${"ABCDEFGH"[i % 8]}`).join("; ");
+    const malformed = Array.from({ length: 180 }, () => `c=${"x".repeat(80)}`).join("; ");
+    for (const [label, cookie] of [
+      ["180 malformed values", malformed],
+      ["180 well-formed forged values, other names", underOtherNames],
+      ["180 well-formed forged values, a registered key's name", wellFormed],
+    ]) {
+      add(`a request carrying ${label}, ${secrets} secret${secrets === 1 ? "" : "s"}`, await measureAsync({
+        op: async () => (await insideRequest(forgedSessions, () => new State().count, { cookie })).result,
+        samples: 2_000,
+      }));
+    }
+    await forgedSessions.close();
   }
   await sessions.close();
 

@@ -1,5 +1,6 @@
 // Declaring state
 export { persist, type PersistOptions, type PersistableClass } from "./persist.js";
+export type { Migrations, RepairFunction, StandardSchemaIssue, StandardSchemaResult, StandardSchemaV1, StoredFields } from "./versioning.js";
 export { UnpersistableValueError, RecordTooLargeError, type PersistType, type PersistTypes } from "./serialization.js";
 
 // Serving requests

@@ -1,9 +1,10 @@
 import { getRequestState } from "./context.js";
 import { register, type Registration } from "./registry.js";
 import { StateCodec, type PersistTypes } from "./serialization.js";
+import { Versioning, type Migrations, type RepairFunction, type StandardSchemaV1 } from "./versioning.js";
 
-/** Options of {@link persist}. */
-export interface PersistOptions {
+/** Options of {@link persist}; `Shape` is what the schema's output must be, and the class's instances are checked against it. */
+export interface PersistOptions<Shape extends object = object> {
   /**
    * Your own classes that may appear inside the state, by a stable name:
    * `{ Money: { reduce: (v) => v instanceof Money && [v.cents], revive: ([cents]) => new Money(cents) } }`.
@@ -16,6 +17,33 @@ export interface PersistOptions {
    * @default "browser"
    */
   scope?: "browser" | "user";
+  /**
+   * The shape of the state this code writes, a positive integer. Every record
+   * carries the version that wrote it; an older one is migrated at restore, a
+   * newer one (after a rollback) is left untouched. Adding a field needs no new version.
+   * @default 1
+   */
+  version?: number;
+  /**
+   * `migrate[n]` turns the fields of version n−1 into those of version n; a
+   * record of version k runs k+1 … `version` in order at restore, and is
+   * written back at that request's commit. A migration that throws sets the
+   * record aside (its bytes kept) and the request gets fresh state.
+   * @example
+   * ```ts
+   * migrate: { 2: (v1) => ({ ...v1, items: v1.lines }), 3: (v2) => ({ ...v2, currency: "EUR" }) }
+   * ```
+   */
+  migrate?: Migrations;
+  /**
+   * Any Standard Schema V1 (zod, valibot, arktype, …): a restored (and
+   * migrated) record is validated before the handler sees it, and the schema's
+   * output is what the instance gets. A record that fails is set aside (its
+   * bytes kept) and the request gets fresh state, unless `repair` returns fields to use.
+   */
+  schema?: StandardSchemaV1<unknown, Shape>;
+  /** For a record the schema refused: the fields to use instead, or `undefined` to set it aside. */
+  repair?: RepairFunction;
 }
 
 /** A class `@persist` can decorate. */
@@ -39,7 +67,7 @@ const MAX_KEY_LENGTH = 64;
  * class AppState { count = 0; todos: string[] = []; }
  * ```
  */
-export function persist(key: string, options: PersistOptions = {}) {
+export function persist<Shape extends object = object>(key: string, options: PersistOptions<Shape> = {}) {
   if (typeof key !== "string" || key.length > MAX_KEY_LENGTH || !COOKIE_NAME.test(key)) {
     throw new TypeError(
       `persist-session: @persist key is invalid: ${JSON.stringify(key)}. Use 1 to ${MAX_KEY_LENGTH} letters, digits or -_.!#$%&'*+^\`|~ (it becomes a cookie name).`,
@@ -50,7 +78,10 @@ export function persist(key: string, options: PersistOptions = {}) {
   if (scope !== "browser" && scope !== "user") {
     throw new TypeError(`persist-session: option scope is invalid: ${String(scope)}. Use "browser" or "user".`);
   }
-  return function decorate<C extends PersistableClass>(target: C, context?: ClassDecoratorContext<C>): C {
+  const { version = 1, migrate, schema, repair } = options;
+  checkVersioning(version, migrate, schema, repair);
+  // The class's instances must fit the schema's output: it is assigned over them.
+  return function decorate<C extends abstract new (...args: never[]) => Shape>(target: C, context?: ClassDecoratorContext<C>): C {
     if (typeof target !== "function" || (context !== undefined && context.kind !== "class")) {
       throw new TypeError("persist-session: @persist decorates classes only.");
     }
@@ -61,7 +92,8 @@ export function persist(key: string, options: PersistOptions = {}) {
       // The undecorated class: its constructor does not look up the request.
       Object.assign(instance, new Base());
     };
-    const registration: Registration = { key, className, codec, scope, resetToDefaults };
+    const versioning = new Versioning(className, version, migrate, schema, repair);
+    const registration: Registration = { key, className, codec, scope, versioning, construct: () => new Base(), resetToDefaults };
     register(registration);
 
     const Persisted = class extends Base {
@@ -76,4 +108,29 @@ export function persist(key: string, options: PersistOptions = {}) {
     Object.defineProperty(Persisted, "name", { value: className });
     return Persisted as unknown as C;
   };
+}
+
+/** Throws a `TypeError` naming the option when the versioning options cannot work. */
+function checkVersioning(version: unknown, migrate: unknown, schema: unknown, repair: unknown): void {
+  if (typeof version !== "number" || !Number.isSafeInteger(version) || version < 1) {
+    throw new TypeError(`persist-session: option version is invalid: ${String(version)}. Use a positive integer (1 for a class that never changed shape).`);
+  }
+  if (migrate !== undefined) {
+    if (typeof migrate !== "object" || migrate === null) throw new TypeError("persist-session: option migrate is invalid. Give an object of functions by the version they produce: { 2: (v1) => v2 }.");
+    for (const [name, migration] of Object.entries(migrate)) {
+      const target = Number(name);
+      if (!Number.isSafeInteger(target) || target < 2 || target > version || typeof migration !== "function") {
+        throw new TypeError(
+          `persist-session: option migrate.${name} is invalid. Each key is the version a function produces, from 2 to the class's version (${version}), and each value a function.`,
+        );
+      }
+    }
+  }
+  const standard = typeof schema === "object" && schema !== null ? (schema as { "~standard"?: { validate?: unknown } })["~standard"] : undefined;
+  if (schema !== undefined && typeof standard?.validate !== "function") {
+    throw new TypeError("persist-session: option schema is invalid. Give a Standard Schema V1 (zod 3.24+, valibot 1, arktype 2, …): an object with ~standard.validate.");
+  }
+  if (repair !== undefined && typeof repair !== "function") {
+    throw new TypeError("persist-session: option repair is invalid. Give a function (fields, issues) => the fields to use, or undefined.");
+  }
 }

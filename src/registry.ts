@@ -1,4 +1,5 @@
 import type { StateCodec } from "./serialization.js";
+import type { Versioning } from "./versioning.js";
 
 /** What the library knows of one decorated class. */
 export interface Registration {
@@ -6,6 +7,10 @@ export interface Registration {
   readonly className: string;
   readonly codec: StateCodec;
   readonly scope: "browser" | "user";
+  /** The version this code writes, and how older records are brought to it. */
+  readonly versioning: Versioning;
+  /** A new instance with the constructor's defaults, outside any request. */
+  construct(): object;
   /** Replaces every own property of `target` with the constructor's defaults (a reset or an unreadable record). */
   resetToDefaults(target: object): void;
 }

@@ -7,6 +7,7 @@ import { RecordTooLargeError } from "./serialization.js";
 import type { CookieSigner } from "./cookie-signing.js";
 import type { CookieWriter, SetCookie } from "./set-cookie.js";
 import { Tracker, unwrap, type ChangeSink } from "./tracking.js";
+import { storedVersion } from "./versioning.js";
 
 /** A record a request locks before its handler runs: from a verified cookie, or the signed-in user's. */
 export interface RecordTarget {
@@ -79,8 +80,10 @@ export type RequestPhase = "opening" | "open" | "committed" | "aborted" | "aband
  * - `refresh`: rewrite the unchanged record and its cookie (rolling expiry).
  * - `changed`: write the record (and its cookie).
  * - `cleared`: delete the record and expire its cookie (`clearCookieState`).
+ * - `newer`: the record was written by a newer version of the class than this
+ *   code's (a rolled-back deploy): never written, deleted or set aside here.
  */
-type BindingState = "unchanged" | "resign" | "refresh" | "changed" | "cleared";
+type BindingState = "unchanged" | "resign" | "refresh" | "changed" | "cleared" | "newer";
 
 const EMPTY_RESULT: CommitResult = Object.freeze({ cookies: Object.freeze([]) as readonly SetCookie[], stored: undefined });
 
@@ -101,7 +104,7 @@ class Binding implements ChangeSink {
   proxy: object | undefined;
   state: BindingState = "unchanged";
   /** A read-only request's copy of what is stored, read without a lock. */
-  snapshot: string | undefined;
+  snapshot: Record<string, unknown> | undefined;
 
   constructor(
     readonly request: RequestState,
@@ -115,6 +118,13 @@ class Binding implements ChangeSink {
   }
 
   assertWritable(path: string): void {
+    if (this.state === "newer") {
+      const { className, version } = this.registration!.versioning;
+      throw new Error(
+        `persist-session: ${path} cannot be changed: the stored ${className} was written by a newer version of the class than this code's (${version}), and is left untouched. ` +
+          "Roll the deploy forward to change it.",
+      );
+    }
     this.request.assertWritable(path);
   }
 
@@ -197,13 +207,19 @@ export class RequestState implements StateContext {
   }
 
   /** Gives a read-only request the stored data of a record, read without its lock. */
-  attachSnapshot(target: RecordTarget, data: string | undefined): void {
-    this.#binding(target.key, target.user === true).snapshot = data;
+  attachSnapshot(target: RecordTarget, fields: Record<string, unknown> | undefined): void {
+    this.#binding(target.key, target.user === true).snapshot = fields;
   }
 
   /** Binds a verified cookie's (or the user's) locked and loaded record to this request. */
   attach(target: RecordTarget, entry: RecordEntry): void {
     const binding = this.#binding(target.key, target.user === true);
+    if (entry.stored !== undefined && storedVersion(entry.stored.data) > (registrationOf(target.key)?.versioning.version ?? 1)) {
+      // Written by a newer release: this code neither reads, rewrites, nor sets it aside.
+      binding.state = "newer";
+      this.host.records.release(entry);
+      return;
+    }
     if (target.user === true) {
       // Its id is fixed by the user: keep the lock even while nothing is stored, so a first change cannot race another device's.
       binding.entry = entry;
@@ -280,13 +296,9 @@ export class RequestState implements StateContext {
   adopt(registration: Registration, fresh: object): object {
     const binding = this.#binding(registration.key, false);
     const entry = binding.entry;
-    if (this.#phase !== "open") return this.#expose(binding, registration, fresh); // abandoned: a detached instance
+    if (this.#phase !== "open" || binding.state === "newer") return this.#expose(binding, registration, fresh); // defaults, detached
     if (binding.snapshot !== undefined) {
-      try {
-        Object.assign(fresh, registration.codec.deserialize(binding.snapshot));
-      } catch {
-        registration.resetToDefaults(fresh); // the next request that may write sets the record aside
-      }
+      Object.assign(fresh, binding.snapshot);
     } else if (entry?.stored !== undefined) {
       try {
         Object.assign(fresh, registration.codec.deserialize(entry.stored.data));
@@ -306,6 +318,38 @@ export class RequestState implements StateContext {
     }
     if (binding.entry !== undefined && binding.entry.live === undefined) binding.entry.live = fresh;
     return this.#expose(binding, registration, fresh);
+  }
+
+  /**
+   * Settles a freshly read record of a versioned class before the handler
+   * runs: migrated and validated into an instance (written back at commit when
+   * migrated), left alone when newer, or set aside when unusable.
+   */
+  async restore(target: RecordTarget, entry: RecordEntry, registration: Registration): Promise<void> {
+    const stored = entry.stored!;
+    const binding = this.#binding(target.key, target.user === true);
+    const restored = await registration.versioning.restore(target.key, stored.data, (text) => registration.codec.deserialize(text));
+    if (restored.kind === "newer") {
+      binding.state = "newer";
+      binding.entry = undefined;
+      this.host.records.release(entry);
+      return;
+    }
+    if (restored.kind === "unusable") {
+      await this.host.records.quarantine(entry, restored.reason);
+      binding.state = "unchanged";
+      if (!binding.userScoped) {
+        binding.entry = undefined;
+        this.host.records.release(entry);
+      }
+      return;
+    }
+    const instance = registration.construct();
+    Object.assign(instance, restored.fields);
+    entry.live = instance;
+    entry.stored = undefined;
+    // A migrated record is written back at the commit, so each record is migrated once.
+    if (restored.migrated) binding.state = "changed";
   }
 
   /** Gives a never-stored instance its record on its first change. */
@@ -342,7 +386,7 @@ export class RequestState implements StateContext {
    */
   clear(state: object): void {
     const binding = this.#bindingOf(state, "clearCookieState()");
-    this.assertWritable("clearCookieState()");
+    binding.assertWritable("clearCookieState()");
     binding.registration!.resetToDefaults(binding.target!);
     if (this.#phase !== "open") return;
     if (binding.replaced !== undefined) {
@@ -479,7 +523,7 @@ export class RequestState implements StateContext {
     if (registration === undefined || instance === undefined) {
       throw new Error(`persist-session: no @persist class is registered for key "${binding.key}".`);
     }
-    const data = registration.codec.serialize(instance, registration.className);
+    const data = registration.versioning.encode(registration.codec.serialize(instance, registration.className));
     const bytes = Buffer.byteLength(data);
     if (bytes > this.host.maxRecordBytes) throw new RecordTooLargeError(registration.className, bytes, this.host.maxRecordBytes);
     return { data, bytes };

@@ -3,13 +3,14 @@ import { ChangeFeed } from "./change-feed.js";
 import { CookieSigner, SIGNED_VALUE_LENGTH } from "./cookie-signing.js";
 import { consoleLogger, type Logger } from "./logger.js";
 import { OutageLog } from "./outage-log.js";
-import { RecordManager } from "./records.js";
+import { RecordManager, type RecordEntry } from "./records.js";
 import { registrationOf, userScopedKeys } from "./registry.js";
 import { ClientGoneError, RequestState, type RecordTarget, type RequestHost } from "./request-state.js";
 import { CookieWriter, type CookieOptions } from "./set-cookie.js";
 import { FileStore } from "./stores/file.js";
 import { CorruptRecordError } from "./stores/store.js";
 import { nonNegative, positive } from "./option-checks.js";
+import { storedVersion } from "./versioning.js";
 import { checkUserId, userRecordId } from "./user-scope.js";
 import type { SessionStore } from "./stores/store.js";
 
@@ -282,7 +283,7 @@ export class SessionCore implements RequestHost {
       const target = targets[i]!;
       const entry = this.records.entry(target.id);
       const wait = request.lock(entry);
-      if (wait !== undefined || this.records.needsLoad(entry)) return this.#lockAsync(request, targets, i, wait);
+      if (wait !== undefined || this.records.needsLoad(entry) || needsRestore(target, entry)) return this.#lockAsync(request, targets, i, wait);
       request.attach(target, entry);
     }
     request.opened();
@@ -303,6 +304,7 @@ export class SessionCore implements RequestHost {
         throw error;
       }
       request.attach(target, entry);
+      if (needsRestore(target, entry)) await request.restore(target, entry, registrationOf(target.key)!);
     }
     if (request.gone) throw new ClientGoneError("persist-session: the client left while its request was being opened.");
     request.opened();
@@ -328,7 +330,14 @@ export class SessionCore implements RequestHost {
           // A corrupt record is set aside by the next request that may write; this one reads it as none.
           if (!(error instanceof CorruptRecordError)) throw error;
         }
-        request.attachSnapshot(target, record !== undefined && record.key === target.key && record.expires > now ? record.data : undefined);
+        let fields: Record<string, unknown> | undefined;
+        const registration = registrationOf(target.key);
+        if (registration !== undefined && record !== undefined && record.key === target.key && record.expires > now) {
+          // Migrated and validated as for a request that may write; a newer or unusable record reads as fresh state.
+          const restored = await registration.versioning.restore(target.key, record.data, (text) => registration.codec.deserialize(text));
+          if (restored.kind === "current") fields = restored.fields;
+        }
+        request.attachSnapshot(target, fields);
       }
       request.opened();
     })();
@@ -433,6 +442,17 @@ export class SessionCore implements RequestHost {
     pending.catch(() => undefined);
     return pending;
   }
+}
+
+/**
+ * Whether a record just read must be migrated or validated before the handler
+ * runs (a versioned class; asynchronous, so it happens while opening). A
+ * record of a newer version is handled at attach and never restored here.
+ */
+function needsRestore(target: RecordTarget, entry: RecordEntry): boolean {
+  if (entry.stored === undefined) return false;
+  const versioning = registrationOf(target.key)?.versioning;
+  return versioning !== undefined && versioning.upgrades && storedVersion(entry.stored.data) <= versioning.version;
 }
 
 /** `text.slice(start, end)` without the spaces and tabs around it (RFC 7230 OWS), as the `cookie` package reads pairs. */

@@ -1,0 +1,157 @@
+/**
+ * Versioned state: the version of the code that wrote a record, kept in the
+ * record's own data so stores stay opaque, and the migrations and schema that
+ * bring an older record up to the running code's shape at restore.
+ */
+
+/**
+ * The interface of Standard Schema V1 (standardschema.dev), which zod,
+ * valibot, arktype and others implement: inlined, so persist-session depends
+ * on no validation library.
+ */
+export interface StandardSchemaV1<Input = unknown, Output = Input> {
+  readonly "~standard": {
+    readonly version: 1;
+    readonly vendor: string;
+    readonly validate: (value: unknown) => StandardSchemaResult<Output> | Promise<StandardSchemaResult<Output>>;
+    readonly types?: { readonly input: Input; readonly output: Output } | undefined;
+  };
+}
+
+/** What a Standard Schema's `validate` returns. */
+export type StandardSchemaResult<Output> =
+  | { readonly value: Output; readonly issues?: undefined }
+  | { readonly issues: readonly StandardSchemaIssue[] };
+
+/** One problem a schema found. */
+export interface StandardSchemaIssue {
+  readonly message: string;
+  readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined;
+}
+
+/** A record's fields as a migration receives them: read them, return the next version's fields. */
+export type StoredFields = { readonly [field: string]: unknown };
+
+/**
+ * Migrations by the version they produce: `migrate[n]` turns the fields of
+ * version n−1 into those of version n. A record of version k runs k+1 … version, in order.
+ */
+export type Migrations = { readonly [version: number]: (fields: StoredFields) => object | Promise<object> };
+
+/** What the app does with a record its schema refused: the fields to use instead, or `undefined` to set it aside. */
+export type RepairFunction = (fields: StoredFields, issues: readonly StandardSchemaIssue[]) => object | undefined | Promise<object | undefined>;
+
+/** The outcome of {@link Versioning.restore}. */
+export type Restored =
+  | { readonly kind: "current"; readonly fields: Record<string, unknown>; readonly migrated: boolean }
+  | { readonly kind: "newer"; readonly version: number }
+  | { readonly kind: "unusable"; readonly reason: string };
+
+/** `v<N>` and a newline before the devalue text of a record of version N > 1; devalue text itself starts with `[`. */
+const VERSION_PREFIX = /^v([1-9]\d{0,8})\n/;
+
+/** The version a record's data says it was written by, and where its devalue text starts. */
+export function splitVersion(data: string): { readonly version: number; readonly text: string } {
+  // The common case, version 1 (written with no prefix, and by every release before versions existed), costs one comparison.
+  if (data.charCodeAt(0) !== 0x76 /* v */) return { version: 1, text: data };
+  const match = VERSION_PREFIX.exec(data);
+  if (match === null) return { version: 1, text: data };
+  return { version: Number(match[1]), text: data.slice(match[0].length) };
+}
+
+/** The version of a record's data, without splitting it. */
+export function storedVersion(data: string): number {
+  return data.charCodeAt(0) === 0x76 ? splitVersion(data).version : 1;
+}
+
+/** The versioning of one class: its version, migrations and schema. */
+export class Versioning {
+  readonly #prefix: string;
+
+  constructor(
+    readonly className: string,
+    readonly version: number,
+    readonly migrations: Migrations | undefined,
+    readonly schema: StandardSchemaV1 | undefined,
+    readonly repair: RepairFunction | undefined,
+  ) {
+    this.#prefix = version === 1 ? "" : `v${version}\n`;
+  }
+
+  /** Whether restoring a record may need more than devalue: a migration, a schema (both asynchronous). */
+  get upgrades(): boolean {
+    return this.version > 1 || this.schema !== undefined;
+  }
+
+  /** The stored data of devalue `text`, marked with this code's version. */
+  encode(text: string): string {
+    return this.#prefix === "" ? text : this.#prefix + text;
+  }
+
+  /**
+   * Brings stored data to this code's version: parse, migrate k+1 … version,
+   * validate. A record newer than the code is left alone; one that cannot be
+   * migrated or validated is unusable, and the reason names the key, the
+   * record's version and the first issue's path.
+   */
+  async restore(key: string, data: string, parse: (text: string) => Record<string, unknown>): Promise<Restored> {
+    const { version, text } = splitVersion(data);
+    if (version > this.version) return { kind: "newer", version };
+    const where = `record of "${key}", version ${version}`;
+    let fields: Record<string, unknown>;
+    try {
+      fields = parse(text);
+    } catch (error) {
+      return { kind: "unusable", reason: `unreadable data: ${messageOf(error)}` };
+    }
+    for (let next = version + 1; next <= this.version; next++) {
+      const migration = this.migrations?.[next];
+      if (migration === undefined) continue; // a version that only added fields: the class's defaults fill them
+      try {
+        const migrated: unknown = await migration(fields);
+        if (typeof migrated !== "object" || migrated === null) throw new TypeError(`it returned ${migrated === null ? "null" : typeof migrated}, not the fields of version ${next}`);
+        fields = migrated as Record<string, unknown>;
+      } catch (error) {
+        return { kind: "unusable", reason: `the migration to version ${next} of the ${where} threw: ${messageOf(error)}` };
+      }
+    }
+    if (this.schema !== undefined) {
+      let result: StandardSchemaResult<unknown>;
+      try {
+        result = await this.schema["~standard"].validate(fields);
+      } catch (error) {
+        return { kind: "unusable", reason: `the schema of ${this.className} threw on the ${where}: ${messageOf(error)}` };
+      }
+      if (result.issues !== undefined) {
+        const repaired = this.repair === undefined ? undefined : await this.repair(fields, result.issues);
+        if (repaired === undefined) {
+          const issue = result.issues[0];
+          return { kind: "unusable", reason: `the ${where} failed ${this.className}'s schema at ${formatPath(issue?.path)}: ${issue?.message ?? "invalid"}` };
+        }
+        fields = repaired as Record<string, unknown>;
+      } else {
+        if (typeof result.value !== "object" || result.value === null) {
+          return { kind: "unusable", reason: `${this.className}'s schema gave ${typeof result.value} for the ${where}, not an object of fields` };
+        }
+        // The schema's output (coerced, defaulted, stripped) is what the instance gets.
+        fields = result.value as Record<string, unknown>;
+      }
+    }
+    return { kind: "current", fields, migrated: version !== this.version };
+  }
+}
+
+/** `items[0].sku`, like devalue's paths; the whole record when the issue has no path. */
+function formatPath(path: StandardSchemaIssue["path"]): string {
+  if (path === undefined || path.length === 0) return "the top level";
+  let text = "";
+  for (const segment of path) {
+    const key = typeof segment === "object" ? segment.key : segment;
+    text += typeof key === "number" ? `[${key}]` : text === "" ? String(key) : `.${String(key)}`;
+  }
+  return text;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
