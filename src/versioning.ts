@@ -47,16 +47,29 @@ export type Restored =
   | { readonly kind: "newer"; readonly version: number }
   | { readonly kind: "unusable"; readonly reason: string };
 
-/** `v<N>` and a newline before the devalue text of a record of version N > 1; devalue text itself starts with `[`. */
-const VERSION_PREFIX = /^v([1-9]\d{0,8})\n/;
+/**
+ * The envelope line before the devalue text of a record that needs one: `v<N>`
+ * (the version that wrote it), then ` c<ms>` when the record's creation time is
+ * kept (for `maxLifetime`). Devalue text itself starts with `[`, so a record
+ * without the line is version 1 and has no known creation time.
+ */
+const ENVELOPE = /^v([1-9]\d{0,8})(?: c(\d{1,15}))?\n/;
 
-/** The version a record's data says it was written by, and where its devalue text starts. */
-export function splitVersion(data: string): { readonly version: number; readonly text: string } {
-  // The common case, version 1 (written with no prefix, and by every release before versions existed), costs one comparison.
-  if (data.charCodeAt(0) !== 0x76 /* v */) return { version: 1, text: data };
-  const match = VERSION_PREFIX.exec(data);
-  if (match === null) return { version: 1, text: data };
-  return { version: Number(match[1]), text: data.slice(match[0].length) };
+/** What a record's data says of itself, and where its devalue text starts. */
+export interface Envelope {
+  readonly version: number;
+  /** Milliseconds since the epoch of the record's first write, when kept. */
+  readonly createdAt: number | undefined;
+  readonly text: string;
+}
+
+/** Reads a record's envelope line, if it has one. */
+export function splitVersion(data: string): Envelope {
+  // The common case, version 1 with no creation time (and every record from before envelopes), costs one comparison.
+  if (data.charCodeAt(0) !== 0x76 /* v */) return { version: 1, createdAt: undefined, text: data };
+  const match = ENVELOPE.exec(data);
+  if (match === null) return { version: 1, createdAt: undefined, text: data };
+  return { version: Number(match[1]), createdAt: match[2] === undefined ? undefined : Number(match[2]), text: data.slice(match[0].length) };
 }
 
 /** The version of a record's data, without splitting it. */
@@ -83,8 +96,9 @@ export class Versioning {
     return this.version > 1 || this.schema !== undefined;
   }
 
-  /** The stored data of devalue `text`, marked with this code's version. */
-  encode(text: string): string {
+  /** The stored data of devalue `text`, marked with this code's version (and the record's creation time, when kept). */
+  encode(text: string, createdAt?: number): string {
+    if (createdAt !== undefined) return `v${this.version} c${createdAt}\n${text}`;
     return this.#prefix === "" ? text : this.#prefix + text;
   }
 
