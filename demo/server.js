@@ -14,7 +14,7 @@
 // device changes this browser's (or this user's) state.
 import { randomBytes } from "node:crypto";
 import http from "node:http";
-import { FileStore, clearCookieState, inspectState, persistSession } from "persist-session";
+import { FileStore, clearCookieState, inspectState, persistSession, rotateStateIds } from "persist-session";
 import { createLogin, isValidName } from "./login.js";
 import { renderMessage, renderPage } from "./page.js";
 import { AppState, Refusal, SharedNotes, addNote, addTodo, bump, removeNote, removeTodo, toggleTodo } from "./state.js";
@@ -122,6 +122,8 @@ async function handle(req, res) {
     if (req.method !== "POST") throw methodNotAllowed("POST", res);
     refuseCrossSite(req);
     const form = await readForm(req);
+    // New record ids at sign-in and sign-out: a cookie planted before (session fixation) or kept after opens nothing.
+    rotateStateIds();
     let cookie = login.signOutCookie();
     if (pathname === "/login") {
       const name = form.get("name");

@@ -4,9 +4,9 @@ export type { Migrations, RepairFunction, StandardSchemaIssue, StandardSchemaRes
 export { UnpersistableValueError, RecordTooLargeError, type PersistType, type PersistTypes } from "./serialization.js";
 
 // Serving requests
-export { persistSession, clearCookieState, commitState, inspectState, type Sessions } from "./session.js";
+export { persistSession, clearCookieState, commitState, inspectState, rotateStateIds, type Sessions } from "./session.js";
 export type { StateInfo } from "./request-state.js";
-export type { PersistSessionOptions } from "./session-core.js";
+export type { PersistSessionOptions, UserRecord } from "./session-core.js";
 export type { CookieOptions } from "./set-cookie.js";
 
 // Writing an adapter: the request lifecycle

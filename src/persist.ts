@@ -44,6 +44,19 @@ export interface PersistOptions<Shape extends object = object> {
   schema?: StandardSchemaV1<unknown, Shape>;
   /** For a record the schema refused: the fields to use instead, or `undefined` to set it aside. */
   repair?: RepairFunction;
+  /**
+   * For `scope: "user"` with `anonymous: "browser"`: at the first request in
+   * which the user is signed in while the browser still carries its anonymous
+   * record of this key, `merge(userState, browserState)` folds the browser's
+   * state into the user's (change `userState` in place), under both records'
+   * locks; the browser record is then deleted and its cookie expired. Without
+   * it, the browser's record is ignored once a user is signed in.
+   * @example
+   * ```ts
+   * merge: (user, visitor) => void user.items.push(...visitor.items)
+   * ```
+   */
+  merge?: (userState: Shape, browserState: Shape) => void;
 }
 
 /** A class `@persist` can decorate. */
@@ -78,8 +91,11 @@ export function persist<Shape extends object = object>(key: string, options: Per
   if (scope !== "browser" && scope !== "user") {
     throw new TypeError(`persist-session: option scope is invalid: ${String(scope)}. Use "browser" or "user".`);
   }
-  const { version = 1, migrate, schema, repair } = options;
+  const { version = 1, migrate, schema, repair, merge } = options;
   checkVersioning(version, migrate, schema, repair);
+  if (merge !== undefined && (typeof merge !== "function" || scope !== "user")) {
+    throw new TypeError('persist-session: option merge is invalid. Give a function (userState, browserState) => void, on a class with scope: "user".');
+  }
   // The class's instances must fit the schema's output: it is assigned over them.
   return function decorate<C extends abstract new (...args: never[]) => Shape>(target: C, context?: ClassDecoratorContext<C>): C {
     if (typeof target !== "function" || (context !== undefined && context.kind !== "class")) {
@@ -93,7 +109,17 @@ export function persist<Shape extends object = object>(key: string, options: Per
       Object.assign(instance, new Base());
     };
     const versioning = new Versioning(className, version, migrate, schema, repair);
-    const registration: Registration = { key, className, codec, scope, versioning, construct: () => new Base(), resetToDefaults };
+    const registration: Registration = {
+      key,
+      className,
+      codec,
+      scope,
+      versioning,
+      merge: merge as Registration["merge"],
+      // The decorated class's prototype, without its constructor (which looks up the request): `instanceof` holds.
+      construct: () => Reflect.construct(Base, [], Persisted) as object,
+      resetToDefaults,
+    };
     register(registration);
 
     const Persisted = class extends Base {

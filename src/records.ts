@@ -1,5 +1,6 @@
 import { CorruptRecordError, type Lease, type SessionStore, type StoredRecord } from "./stores/store.js";
 import type { Logger } from "./logger.js";
+import { splitVersion } from "./versioning.js";
 
 /** First and longest pause between attempts to take a lease another process holds. */
 const LEASE_POLL_MIN_MS = 4;
@@ -76,6 +77,8 @@ export class RecordEntry {
   expires = 0;
   /** Size of the stored data, for inspection. */
   bytes = 0;
+  /** When the record was first written, when its data keeps it (for `maxLifetime`). */
+  createdAt: number | undefined;
   /** A write failed or a commit was refused: re-read before the next use. */
   stale = false;
   /**
@@ -292,6 +295,7 @@ export class RecordManager {
     entry.updatedAt = record.updatedAt;
     entry.expires = record.expires;
     entry.bytes = Buffer.byteLength(record.data);
+    entry.createdAt = splitVersion(record.data).createdAt;
     if (record.key !== key) {
       await this.quarantine(entry, `the record belongs to key "${record.key}", the cookie to "${key}"`);
     } else if (this.#expired(entry)) {
@@ -305,6 +309,7 @@ export class RecordManager {
     entry.stored = undefined;
     entry.live = undefined;
     entry.recordKey = undefined;
+    entry.createdAt = undefined;
   }
 
   /** Moves an unreadable record aside (never deletes it) and logs why. */

@@ -9,6 +9,8 @@ export interface Registration {
   readonly scope: "browser" | "user";
   /** The version this code writes, and how older records are brought to it. */
   readonly versioning: Versioning;
+  /** Folds an anonymous browser's state into its signed-in user's (user scope only). */
+  readonly merge: ((userState: object, browserState: object) => void) | undefined;
   /** A new instance with the constructor's defaults, outside any request. */
   construct(): object;
   /** Replaces every own property of `target` with the constructor's defaults (a reset or an unreadable record). */

@@ -7,7 +7,7 @@ import { RecordTooLargeError } from "./serialization.js";
 import type { CookieSigner } from "./cookie-signing.js";
 import type { CookieWriter, SetCookie } from "./set-cookie.js";
 import { Tracker, unwrap, type ChangeSink } from "./tracking.js";
-import { storedVersion } from "./versioning.js";
+import { splitVersion, storedVersion } from "./versioning.js";
 
 /** A record a request locks before its handler runs: from a verified cookie, or the signed-in user's. */
 export interface RecordTarget {
@@ -17,6 +17,8 @@ export interface RecordTarget {
   readonly oldSecret: boolean;
   /** The user-scoped record of the signed-in user (no cookie involved). */
   readonly user?: boolean;
+  /** A browser's anonymous record of a user-scoped key, carried into this request to be merged into the user's. */
+  readonly anonymous?: boolean;
 }
 
 /** What {@link RequestState.inspect} reports; the shape of `inspectState()`. */
@@ -54,6 +56,8 @@ export interface RequestHost {
   readonly ttlMs: number;
   readonly maxRecordBytes: number;
   readonly lockTimeoutMs: number;
+  /** A record's absolute lifetime from its first write, when set. */
+  readonly maxLifetimeMs: number | undefined;
   readonly anonymousAsBrowser: boolean;
   /** Where the store keeps records, for {@link StateInfo.location}. */
   readonly location: string;
@@ -103,6 +107,10 @@ class Binding implements ChangeSink {
   target: object | undefined;
   proxy: object | undefined;
   state: BindingState = "unchanged";
+  /** The browser's anonymous record of a user-scoped key, merged into the user's at open and deleted at commit. */
+  anonymous: RecordEntry | undefined;
+  /** `rotateStateIds()` was called: the record moves to a new id at commit. */
+  rotate = false;
   /** A read-only request's copy of what is stored, read without a lock. */
   snapshot: Record<string, unknown> | undefined;
 
@@ -213,6 +221,12 @@ export class RequestState implements StateContext {
 
   /** Binds a verified cookie's (or the user's) locked and loaded record to this request. */
   attach(target: RecordTarget, entry: RecordEntry): void {
+    if (target.anonymous === true) {
+      // Locked (it is about to be merged and deleted); bound when the user's record of the key is.
+      if (entry.state === "present") this.#binding(target.key, true).anonymous = entry;
+      else this.host.records.release(entry);
+      return;
+    }
     const binding = this.#binding(target.key, target.user === true);
     if (entry.stored !== undefined && storedVersion(entry.stored.data) > (registrationOf(target.key)?.versioning.version ?? 1)) {
       // Written by a newer release: this code neither reads, rewrites, nor sets it aside.
@@ -234,9 +248,48 @@ export class RequestState implements StateContext {
     binding.state = this.host.isDueForRefresh(entry.updatedAt) ? "refresh" : target.oldSecret ? "resign" : "unchanged";
   }
 
-  /** The records are locked and loaded: the handler may run. */
+  /** The records are locked and loaded: merge what must be merged, then the handler may run. */
   opened(): void {
-    if (this.#phase === "opening") this.#phase = "open";
+    if (this.#phase !== "opening") return;
+    this.#phase = "open";
+    for (const binding of this.#bindings.values()) if (binding.anonymous !== undefined) this.#merge(binding);
+  }
+
+  /**
+   * Folds the browser's anonymous state into the signed-in user's with the
+   * class's `merge`, once: the browser record is deleted at this commit, so the
+   * next request (also holding both locks, one after the other) finds none.
+   */
+  #merge(binding: Binding): void {
+    const registration = registrationOf(binding.key);
+    const anonymous = binding.anonymous!;
+    const entry = binding.entry;
+    if (registration?.merge === undefined || entry === undefined || binding.state === "newer") {
+      binding.anonymous = undefined;
+      this.host.records.release(anonymous);
+      return;
+    }
+    const instanceOf = (record: RecordEntry): object => {
+      if (record.live !== undefined) return record.live;
+      const instance = registration.construct();
+      if (record.stored !== undefined) Object.assign(instance, registration.codec.deserialize(splitVersion(record.stored.data).text));
+      return instance;
+    };
+    const user = instanceOf(entry);
+    registration.merge(user, instanceOf(anonymous));
+    entry.live = user;
+    entry.stored = undefined;
+    binding.state = "changed";
+  }
+
+  /** Gives every browser-scoped record of this request a new id at commit (`rotateStateIds()`). */
+  rotate(): void {
+    this.assertWritable("rotateStateIds()");
+    for (const binding of this.#bindings.values()) {
+      if (binding.userScoped || binding.state === "newer") continue;
+      // A record minted in this request has a new id already.
+      if (binding.entry !== undefined && binding.entry.state === "present") binding.rotate = true;
+    }
   }
 
   /**
@@ -415,21 +468,37 @@ export class RequestState implements StateContext {
     const cookies: SetCookie[] = [];
     const writes: Array<Promise<void>> = [];
     const now = Date.now();
-    const { records } = this.host;
+    const { records, maxLifetimeMs } = this.host;
+    /** Records a rotation left behind: deleted once the response with the new cookies is out. */
+    let rotatedAway: RecordEntry[] | undefined;
     try {
       // Serialize everything first: a record that cannot be stored fails the request before anything is queued.
       const snapshots = new Map<Binding, { data: string; bytes: number }>();
       for (const binding of this.#bindings.values()) {
-        if (binding.state === "changed" || (binding.state === "refresh" && binding.entry!.stored === undefined)) {
-          snapshots.set(binding, this.#serialize(binding, binding.entry!));
-        }
+        const entry = binding.entry;
+        if (entry === undefined) continue;
+        if (maxLifetimeMs !== undefined && (binding.state === "changed" || binding.state === "refresh" || binding.rotate)) entry.createdAt ??= now;
+        const rewrite = binding.state === "changed" || binding.rotate || (binding.state === "refresh" && (entry.stored === undefined || maxLifetimeMs !== undefined));
+        if (rewrite) snapshots.set(binding, this.#serialize(binding, entry));
       }
       this.#finish("committed");
       for (const binding of this.#bindings.values()) {
+        if (binding.rotate && binding.state !== "cleared") {
+          // The data moves to a fresh id; the old record stays locked until it is deleted.
+          (rotatedAway ??= []).push(binding.entry!);
+          binding.entry = this.#successor(binding.entry!);
+          if (binding.state !== "changed") binding.state = "refresh";
+        }
         const entry = binding.entry;
         if (binding.replaced !== undefined) {
           writes.push(records.delete(binding.replaced));
           records.release(binding.replaced);
+        }
+        if (binding.anonymous !== undefined) {
+          // Merged into the user's record at open: the browser's copy goes, with its cookie.
+          writes.push(records.delete(binding.anonymous));
+          records.release(binding.anonymous);
+          cookies.push(this.host.cookies.expired(binding.key, this.https));
         }
         switch (binding.state) {
           case "cleared":
@@ -461,6 +530,7 @@ export class RequestState implements StateContext {
     }
     // One write (the usual case) is waited for as it is: Promise.all and its .then were two more promises per request.
     const stored = writes.length === 0 ? undefined : writes.length === 1 ? writes[0] : Promise.all(writes).then(() => undefined);
+    if (rotatedAway !== undefined) this.#deleteAfterResponse(rotatedAway, stored);
     this.#result = cookies.length === 0 && stored === undefined ? EMPTY_RESULT : { cookies, stored };
     return this.#result;
   }
@@ -479,6 +549,8 @@ export class RequestState implements StateContext {
     this.#finish(phase);
     const { records } = this.host;
     for (const binding of this.#bindings.values()) {
+      if (binding.anonymous !== undefined) records.release(binding.anonymous);
+      binding.anonymous = undefined;
       for (const entry of [binding.entry, binding.replaced]) {
         if (entry === undefined) continue;
         // The handler changed the in-process copy in place: it is no longer what is stored. An
@@ -500,12 +572,52 @@ export class RequestState implements StateContext {
     this.onFinish = undefined;
   }
 
+  /**
+   * The old records of a rotation are deleted only once the new ones are
+   * stored and the response carrying their cookies has been handed over (the
+   * adapters release it as soon as the writes are stored, so a later tick
+   * follows it): a crash before that leaves the old record, which is what the
+   * browser's cookie still names, and never a browser whose cookie names
+   * nothing. A crash after it can leave the old record until it expires; it
+   * holds only what was there before the rotation.
+   */
+  #deleteAfterResponse(old: readonly RecordEntry[], stored: Promise<void> | undefined): void {
+    const { records } = this.host;
+    const settle = (deleteThem: boolean) => {
+      for (const entry of old) {
+        if (deleteThem) records.delete(entry).catch((error: unknown) => this.host.logger.error(`persist-session: a rotated-away record ${entry.id} could not be deleted; it expires by itself.`, error));
+        records.release(entry);
+      }
+    };
+    (stored ?? Promise.resolve()).then(
+      () => setImmediate(() => settle(true)),
+      () => settle(false), // the new records were not stored: the old ones stay the browser's
+    );
+  }
+
+  /** A fresh, locked entry that takes over `entry`'s state under a new id (a rotation). */
+  #successor(entry: RecordEntry): RecordEntry {
+    const next = this.host.records.entry(uuidv4());
+    if (!next.tryLock(this)) throw new Error("persist-session: a freshly minted record id was already in use.");
+    next.state = "missing";
+    next.live = entry.live;
+    next.recordKey = entry.recordKey;
+    next.createdAt = entry.createdAt;
+    next.version = entry.version;
+    entry.live = undefined;
+    return next;
+  }
+
   #liveCookie(key: string, id: string): SetCookie {
     return this.host.cookies.live(this.signer!, key, id, this.https);
   }
 
   #write(entry: RecordEntry, key: string, snapshot: { data: string; bytes: number }, now: number): Promise<void> {
-    const record = { key, version: entry.version + 1, updatedAt: now, expires: now + this.host.ttlMs, data: snapshot.data };
+    const { maxLifetimeMs } = this.host;
+    const idle = now + this.host.ttlMs;
+    // An absolute lifetime caps the rolling expiry: the store then forgets the record by itself too.
+    const expires = maxLifetimeMs === undefined ? idle : Math.min(idle, (entry.createdAt ?? now) + maxLifetimeMs);
+    const record = { key, version: entry.version + 1, updatedAt: now, expires, data: snapshot.data };
     entry.version = record.version;
     entry.updatedAt = now;
     entry.expires = record.expires;
@@ -520,10 +632,11 @@ export class RequestState implements StateContext {
     // A refresh of a cached record the handler never touched has no registration of its own yet.
     const registration = binding.registration ?? registrationOf(binding.key);
     const instance = binding.target ?? entry.live;
-    if (registration === undefined || instance === undefined) {
+    if (registration === undefined || (instance === undefined && entry.stored === undefined)) {
       throw new Error(`persist-session: no @persist class is registered for key "${binding.key}".`);
     }
-    const data = registration.versioning.encode(registration.codec.serialize(instance, registration.className));
+    const text = instance !== undefined ? registration.codec.serialize(instance, registration.className) : splitVersion(entry.stored!.data).text;
+    const data = registration.versioning.encode(text, this.host.maxLifetimeMs === undefined ? undefined : entry.createdAt);
     const bytes = Buffer.byteLength(data);
     if (bytes > this.host.maxRecordBytes) throw new RecordTooLargeError(registration.className, bytes, this.host.maxRecordBytes);
     return { data, bytes };

@@ -44,6 +44,12 @@ export interface PersistSessionOptions {
    */
   maxCookies?: number;
   /**
+   * Seconds a record lives after its first write, however active its browser
+   * is (an absolute limit beside the rolling `ttl`); unset, activity keeps a record alive.
+   * @default undefined
+   */
+  maxLifetime?: number;
+  /**
    * Milliseconds a request waits for an earlier request of the same browser to commit before it gets a 503.
    * @default 10000
    */
@@ -126,6 +132,7 @@ export class SessionCore implements RequestHost {
   readonly trustProxy: boolean;
   readonly anonymousAsBrowser: boolean;
   readonly lockTimeoutMs: number;
+  readonly maxLifetimeMs: number | undefined;
   readonly location: string;
   readonly heartbeatMs: number;
   /** An unreachable store, logged once per outage. */
@@ -152,6 +159,7 @@ export class SessionCore implements RequestHost {
     this.store = options.store ?? new FileStore();
     this.store.useLogger?.(this.logger);
     this.ttlMs = positive("ttl", options.ttl, DEFAULT_TTL_SECONDS) * 1000;
+    this.maxLifetimeMs = options.maxLifetime === undefined ? undefined : positive("maxLifetime", options.maxLifetime, 0) * 1000;
     this.maxRecordBytes = positive("maxRecordBytes", options.maxRecordBytes, DEFAULT_MAX_RECORD_BYTES);
     this.#maxCookies = positive("maxCookies", options.maxCookies, DEFAULT_MAX_COOKIES);
     this.trustProxy = options.trustProxy ?? false;
@@ -268,7 +276,12 @@ export class SessionCore implements RequestHost {
     const userKeys = userScopedKeys();
     if (userKeys.length === 0) return cookies;
     // A signed-in user's state comes from the user, never from a browser cookie of the same key.
-    const targets: RecordTarget[] = cookies.filter((cookie) => !userKeys.includes(cookie.key));
+    // A browser's anonymous record of such a key is carried in only to be merged into the user's (the class's merge option).
+    const targets: RecordTarget[] = [];
+    for (const cookie of cookies) {
+      if (!userKeys.includes(cookie.key)) targets.push(cookie);
+      else if (this.anonymousAsBrowser && registrationOf(cookie.key)?.merge !== undefined) targets.push({ ...cookie, anonymous: true });
+    }
     for (const key of userKeys) targets.push({ key, id: userRecordId(key, userId), oldSecret: false, user: true });
     return targets.sort(byKey);
   }
@@ -403,6 +416,59 @@ export class SessionCore implements RequestHost {
     return Date.now() - updatedAt > this.ttlMs * REFRESH_FRACTION;
   }
 
+  /**
+   * Every user-scoped record of `userId`, as that user's requests would see it
+   * (migrated and validated): for a privacy export. Takes each record's lock
+   * like a request, so it never reads a half-committed state.
+   */
+  async exportUser(userId: string): Promise<UserRecord[]> {
+    const id = requireUserId("exportUser", userId);
+    const found: UserRecord[] = [];
+    for (const key of userScopedKeys()) {
+      const registration = registrationOf(key)!;
+      await this.#withUserRecord(key, id, "exportUser()", async (entry) => {
+        if (entry.state !== "present") return;
+        // A copy, through the stored form: the export must not share objects with the live state.
+        const data = entry.stored?.data ?? registration.versioning.encode(registration.codec.serialize(entry.live!, registration.className));
+        const restored = await registration.versioning.restore(key, data, (text) => registration.codec.deserialize(text));
+        if (restored.kind !== "current") return;
+        const state = registration.construct();
+        Object.assign(state, restored.fields);
+        found.push({ key, version: entry.version, state, updatedAt: new Date(entry.updatedAt), expires: new Date(entry.expires) });
+      });
+    }
+    return found;
+  }
+
+  /**
+   * Deletes every user-scoped record of `userId` (a privacy erasure); the
+   * user's open events streams get a change. Resolves with how many were deleted.
+   */
+  async deleteUser(userId: string): Promise<number> {
+    const id = requireUserId("deleteUser", userId);
+    let deleted = 0;
+    for (const key of userScopedKeys()) {
+      await this.#withUserRecord(key, id, "deleteUser()", async (entry) => {
+        if (entry.state !== "present") return;
+        await this.records.delete(entry);
+        deleted++;
+      });
+    }
+    return deleted;
+  }
+
+  async #withUserRecord(key: string, userId: string, caller: string, use: (entry: RecordEntry) => Promise<void>): Promise<void> {
+    if (this.#closed) throw new Error(`persist-session: ${caller} was called after this persistSession() was closed.`);
+    const entry = this.records.entry(userRecordId(key, userId));
+    await entry.lock(this.lockTimeoutMs, { describe: () => caller });
+    try {
+      await this.records.load(entry, key);
+      await use(entry);
+    } finally {
+      this.records.release(entry);
+    }
+  }
+
   /** Runs a sweep now; resolves with how many files or records it removed. */
   async sweep(): Promise<number> {
     try {
@@ -444,13 +510,31 @@ export class SessionCore implements RequestHost {
   }
 }
 
+/** One user-scoped record of a user, as {@link SessionCore.exportUser} hands it out. */
+export interface UserRecord {
+  /** The `@persist` key. */
+  readonly key: string;
+  /** Increases by one on every write. */
+  readonly version: number;
+  /** An instance of the class with the stored state, as the user's requests would see it. */
+  readonly state: object;
+  readonly updatedAt: Date;
+  readonly expires: Date;
+}
+
+function requireUserId(caller: string, userId: unknown): string {
+  const id = checkUserId(userId);
+  if (id === undefined) throw new TypeError(`persist-session: ${caller}() expects a user id, the string your \`user\` option returns for that user.`);
+  return id;
+}
+
 /**
  * Whether a record just read must be migrated or validated before the handler
  * runs (a versioned class; asynchronous, so it happens while opening). A
  * record of a newer version is handled at attach and never restored here.
  */
 function needsRestore(target: RecordTarget, entry: RecordEntry): boolean {
-  if (entry.stored === undefined) return false;
+  if (entry.stored === undefined || target.anonymous === true) return false;
   const versioning = registrationOf(target.key)?.versioning;
   return versioning !== undefined && versioning.upgrades && storedVersion(entry.stored.data) <= versioning.version;
 }

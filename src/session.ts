@@ -4,7 +4,7 @@ import { wrapFetchHandler, type FetchHandler } from "./adapters/fetch.js";
 import { handleNodeRequest, type NextFunction } from "./adapters/node.js";
 import { getRequestState, runInRequest } from "./context.js";
 import type { CommitResult, RequestPhase, RequestState, StateInfo } from "./request-state.js";
-import { SessionCore, type OpenInit, type PersistSessionOptions } from "./session-core.js";
+import { SessionCore, type OpenInit, type PersistSessionOptions, type UserRecord } from "./session-core.js";
 
 /** The engine behind a `Sessions`, for the package's own tests and tools; not part of the API. */
 export const kCore = Symbol("persist-session.core");
@@ -73,6 +73,21 @@ export interface Sessions {
   events(req: IncomingMessage, res: ServerResponse): void;
   /** {@link Sessions.events} as a Fetch API handler. */
   fetchEvents(request: Request): Promise<Response>;
+  /**
+   * Every user-scoped record of `userId`: key, version, an instance of the
+   * class with the stored state (migrated and validated, as the user's
+   * requests see it), and its times. Works outside a request (an admin script).
+   * @example
+   * ```ts
+   * app.get("/me/export", async (req, res) => res.json(await sessions.exportUser(req.user.id)));
+   * ```
+   */
+  exportUser(userId: string): Promise<UserRecord[]>;
+  /**
+   * Deletes every user-scoped record of `userId` from the store; the user's
+   * open events streams get a change. Resolves with how many were deleted.
+   */
+  deleteUser(userId: string): Promise<number>;
   /** Deletes expired records and orphaned temporary files now; resolves with how many it removed. Runs on a timer too. */
   sweep(): Promise<number>;
   /** Waits for every pending write, stops the sweep timer and closes the store. */
@@ -101,6 +116,8 @@ export function persistSession(options: PersistSessionOptions = {}): Sessions {
     events: (req: IncomingMessage, res: ServerResponse) => serveNodeEvents(core, req, res),
     fetchEvents: (request: Request) => serveFetchEvents(core, request),
     sweep: () => core.sweep(),
+    exportUser: (userId: string) => core.exportUser(userId),
+    deleteUser: (userId: string) => core.deleteUser(userId),
     close: () => core.close(),
   });
   Object.defineProperty(api, kCore, { value: core });
@@ -145,6 +162,26 @@ function currentRequest(what: string): RequestState {
  */
 export async function clearCookieState(state: object): Promise<void> {
   currentRequest("clearCookieState()").clear(state);
+}
+
+/**
+ * Gives every browser-scoped record of this request a new id, with its data,
+ * and a new cookie; the old records are deleted once the response is out.
+ * Call it at sign-in and at sign-out, so a cookie planted before (session
+ * fixation) or kept after opens nothing. User-scoped records are keyed by the
+ * user, not by a cookie, and are not rotated.
+ *
+ * @example
+ * ```ts
+ * app.post("/login", async (req, res) => {
+ *   const user = await authenticate(req);
+ *   rotateStateIds();
+ *   res.cookie("uid", signUser(user.id)).redirect("/");
+ * });
+ * ```
+ */
+export function rotateStateIds(): void {
+  currentRequest("rotateStateIds()").rotate();
 }
 
 /**

@@ -17,6 +17,7 @@ describe("the published package", () => {
         "UnpersistableValueError",
         "clearCookieState",
         "commitState",
+        "rotateStateIds",
         "inspectState",
         "persist",
         "persistSession",
