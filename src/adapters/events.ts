@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { EventStream } from "../event-stream.js";
+import { EventStream, targetsTag } from "../event-stream.js";
 import type { SessionCore } from "../session-core.js";
 import { failure } from "./fetch.js";
 import { failureAnswer, logFailure } from "./failure.js";
@@ -12,12 +12,25 @@ const EVENT_HEADERS = {
   "x-accel-buffering": "no",
 } as const;
 
+/**
+ * A request for what a stream would follow now, not for the stream: `Accept:
+ * application/json` (an EventSource asks for text/event-stream). persist-session/client
+ * sends it after the page's requests, to learn whether they changed the browser's
+ * records (cookies are HttpOnly, so the page cannot see it).
+ */
+function asksForTargets(accept: string | null | undefined): boolean {
+  return accept != null && accept.includes("application/json") && !accept.includes("text/event-stream");
+}
+
+const TARGETS_HEADERS = { "content-type": "application/json", "cache-control": "no-store" } as const;
+
 /** Serves a browser's events stream over node:http / Express. */
 export function serveNodeEvents(core: SessionCore, req: IncomingMessage, res: ServerResponse): void {
   const lastEventId = req.headers["last-event-id"];
   core.streamTargets(headerValue(req.headers.cookie), req).then(
     (targets) => {
       if (res.destroyed) return;
+      if (asksForTargets(req.headers.accept)) return void res.writeHead(200, TARGETS_HEADERS).end(JSON.stringify({ targets: targetsTag(targets) }));
       res.writeHead(200, EVENT_HEADERS);
       const stream = new EventStream(core, targets, { write: (chunk) => void res.write(chunk) });
       res.once("close", () => stream.close());
@@ -43,6 +56,7 @@ export async function serveFetchEvents(core: SessionCore, request: Request): Pro
   } catch (error) {
     return failure(core, error);
   }
+  if (asksForTargets(request.headers.get("accept"))) return Response.json({ targets: targetsTag(targets) }, { headers: TARGETS_HEADERS });
   const encoder = new TextEncoder();
   let stream: EventStream | undefined;
   const body = new ReadableStream<Uint8Array>({
