@@ -113,10 +113,10 @@ describe.skipIf(!hasChromium && !mustRun)("persist-session/client in Chromium", 
   const contexts: BrowserContext[] = [];
   const pageProblems: string[] = [];
 
-  async function newContext<A>(initScript?: (arg: A) => void, arg?: A): Promise<BrowserContext> {
+  async function newContext(initScript?: () => void): Promise<BrowserContext> {
     const context = await browser.newContext();
     context.setDefaultTimeout(POLL_MS);
-    if (initScript !== undefined) await context.addInitScript(initScript, arg);
+    if (initScript !== undefined) await context.addInitScript(initScript);
     context.on("page", (page) => {
       page.on("pageerror", (error) => pageProblems.push(`pageerror: ${error.message}`));
       page.on("console", (message) => {
