@@ -84,7 +84,7 @@ export class EventStream {
   }
 
   #eventId(): string {
-    return [...this.#versions].map(([key, version]) => `${key}=${version}`).join(",");
+    return formatEventId(this.#versions);
   }
 }
 
@@ -97,6 +97,21 @@ export class EventStream {
 export function targetsTag(targets: readonly SessionCookie[]): string {
   const named = targets.map((target) => `${target.key}=${target.id}`).sort();
   return createHash("sha256").update(named.join(",")).digest("base64url").slice(0, 22);
+}
+
+/**
+ * What a stream for `targets` would start from now: their tag, and the id its
+ * `ready` event would carry. The answer to a probe: persist-session/client
+ * shows the new versions at once, before the new stream is open.
+ */
+export async function describeTargets(core: SessionCore, targets: readonly SessionCookie[]): Promise<{ targets: string; id: string }> {
+  const versions = await Promise.all(targets.map(async (target) => [target.key, await core.currentVersion(target.id)] as const));
+  return { targets: targetsTag(targets), id: formatEventId(versions) };
+}
+
+/** Every followed key with its version: `key=version,key=version`. */
+function formatEventId(versions: Iterable<readonly [string, number]>): string {
+  return [...versions].map(([key, version]) => `${key}=${version}`).join(",");
 }
 
 /** `key=version,key=version`; anything else counts as no id. */

@@ -59,12 +59,14 @@ async function start(adapter: "node:http" | "fetch"): Promise<TestServer> {
   return server;
 }
 
-/** What the probe answers for this browser now. */
+/** What the probe answers for this browser now: the targets' tag (and, in `ids`, the id a stream's ready would carry). */
+const ids: string[] = [];
 async function probe(browser: Browser, init: RequestInit = {}): Promise<string> {
   const response = await browser.request("/events", { ...init, headers: { ...(init.headers as Record<string, string>), accept: "application/json" } });
   expect(response.headers.get("content-type")).toMatch(/^application\/json/);
   expect(response.headers.get("cache-control")).toBe("no-store");
-  const { targets } = (await response.json()) as { targets: string };
+  const { targets, id } = (await response.json()) as { targets: string; id: string };
+  ids.push(id);
   return targets;
 }
 
@@ -83,6 +85,7 @@ for (const adapter of ["node:http", "fetch"] as const) {
       const server = await start(adapter);
       const browser = new Browser(server.url);
       const alice = { headers: { authorization: "Bearer alice" } };
+      ids.length = 0;
       const fresh = await probe(browser);
       expect(fresh).toMatch(/^[A-Za-z0-9_-]{22}$/);
       expect(await probe(new Browser(server.url))).toBe(fresh); // no cookies: nothing to follow, for anyone
@@ -104,6 +107,8 @@ for (const adapter of ["node:http", "fetch"] as const) {
       await browser.json("/inc", { method: "POST" });
       const newRecord = await probe(browser);
       expect([fresh, withRecord]).not.toContain(newRecord);
+      // And with each tag, the versions a stream would start from (the id of its ready event).
+      expect(ids).toEqual(["", "", "targets-app=1", "targets-app=2", "targets-app=2,targets-prefs=0", "targets-prefs=0", "", "targets-app=1"]);
     });
 
     it("ends every preamble with ready, naming the same targets as the probe and the heartbeat, after missed changes too", async () => {

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { EventStream, targetsTag } from "../event-stream.js";
+import { EventStream, describeTargets } from "../event-stream.js";
+import type { SessionCookie } from "../request-session.js";
 import type { SessionCore } from "../session-core.js";
 import { failure } from "./fetch.js";
 import { failureAnswer, logFailure } from "./failure.js";
@@ -24,13 +25,24 @@ function asksForTargets(accept: string | null | undefined): boolean {
 
 const TARGETS_HEADERS = { "content-type": "application/json", "cache-control": "no-store" } as const;
 
+/** Answers a probe (see {@link asksForTargets}) over node:http. */
+function answerTargets(core: SessionCore, targets: readonly SessionCookie[], res: ServerResponse): void {
+  describeTargets(core, targets).then(
+    (answer) => void res.writeHead(200, TARGETS_HEADERS).end(JSON.stringify(answer)),
+    (error: unknown) => {
+      const { status, headers, body } = failureAnswer(core, error);
+      res.writeHead(status, headers).end(body);
+    },
+  );
+}
+
 /** Serves a browser's events stream over node:http / Express. */
 export function serveNodeEvents(core: SessionCore, req: IncomingMessage, res: ServerResponse): void {
   const lastEventId = req.headers["last-event-id"];
   core.streamTargets(headerValue(req.headers.cookie), req).then(
     (targets) => {
       if (res.destroyed) return;
-      if (asksForTargets(req.headers.accept)) return void res.writeHead(200, TARGETS_HEADERS).end(JSON.stringify({ targets: targetsTag(targets) }));
+      if (asksForTargets(req.headers.accept)) return void answerTargets(core, targets, res);
       res.writeHead(200, EVENT_HEADERS);
       const stream = new EventStream(core, targets, { write: (chunk) => void res.write(chunk) });
       res.once("close", () => stream.close());
@@ -56,7 +68,13 @@ export async function serveFetchEvents(core: SessionCore, request: Request): Pro
   } catch (error) {
     return failure(core, error);
   }
-  if (asksForTargets(request.headers.get("accept"))) return Response.json({ targets: targetsTag(targets) }, { headers: TARGETS_HEADERS });
+  if (asksForTargets(request.headers.get("accept"))) {
+    try {
+      return Response.json(await describeTargets(core, targets), { headers: TARGETS_HEADERS });
+    } catch (error) {
+      return failure(core, error);
+    }
+  }
   const encoder = new TextEncoder();
   let stream: EventStream | undefined;
   const body = new ReadableStream<Uint8Array>({
