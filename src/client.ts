@@ -16,8 +16,9 @@
 // a cookie (a first change, a reset, a sign-in or sign-out). The cookies are
 // HttpOnly, so no script sees that; instead, after any request a tab makes
 // (seen through PerformanceObserver), the holder asks the events URL which
-// targets a stream would follow now (`Accept: application/json`) and
-// reconnects when they differ.
+// targets a stream would follow now and at which versions (`Accept:
+// application/json`); when they differ from its stream's, it shares those
+// versions at once and reconnects.
 
 /** A record of this browser (or of its signed-in user) changed: its key and its new version (0: deleted, or no longer followed). */
 export interface StateChange {
@@ -72,13 +73,17 @@ export interface StateWatch {
   close(): void;
 }
 
-/** What tabs tell each other: h = the holder's id, t/v/s = its targets, event id and status; c = "check the targets"; b = the holder is leaving. */
+/**
+ * What tabs tell each other: h = the holder's id, t/v/s = its targets, event id and status;
+ * c = "check the targets" (j: "and say what you have", from a tab that just opened); b = the holder is leaving.
+ */
 interface Message {
   h?: string;
   t?: string;
   v?: string;
   s?: SyncStatus;
   c?: 1;
+  j?: 1;
   b?: 1;
 }
 
@@ -263,18 +268,23 @@ export function watchState(options: WatchStateOptions = {}): StateWatch {
   }
 
   /** A request of this page may have changed which records the browser has: the holder checks. */
-  function check() {
-    if (!holding) return void post({ c: 1 });
+  function check(join?: 1) {
+    if (!holding) return void post({ c: 1, j: join });
     if (probing) return void (probeAgain = true);
     probing = true;
     const started = generation;
     fetch(url, { headers: { accept: "application/json" }, cache: "no-store", signal: AbortSignal.timeout(10_000) })
-      .then((response) => response.json() as Promise<{ targets?: string }>)
-      .then(({ targets }) => {
+      .then((response) => response.json() as Promise<{ targets?: string; id?: string }>)
+      .then(({ targets, id }) => {
         // A stream opened since the check began follows what the cookies say now.
-        if (started !== generation || !holding || targets === undefined) return;
+        if (started !== generation || !holding || targets === undefined || targets === streamTag) return;
+        // Other records: the probe's versions are news at once, before a stream for them is open.
+        if (id !== undefined) {
+          apply(targets, id);
+          post({ h: me, t: targets, v: id, s: status });
+        }
         if (streamTag === undefined) wanted = targets;
-        else if (targets !== streamTag) connect();
+        else connect();
       })
       .catch(() => undefined)
       .then(() => {
@@ -305,7 +315,7 @@ export function watchState(options: WatchStateOptions = {}): StateWatch {
         heard = 0;
         setTimeout(() => Date.now() - heard > 3 * HEARTBEAT_MS && hold(), Math.random() * 300);
       } else if (data.c !== undefined && holding) {
-        announce();
+        if (data.j !== undefined) announce();
         check();
       }
     };
@@ -335,11 +345,12 @@ export function watchState(options: WatchStateOptions = {}): StateWatch {
   addEventListener("pagehide", onHide);
 
   // A page just loaded (a navigation may have changed the cookies): the holder, if any, checks and says what it has.
-  check();
+  check(1);
   if (channel === undefined) hold();
   else if (locks !== undefined) {
     locks
-      .request(name, { signal: lockRequest.signal }, () => new Promise<void>((resolve) => ((release = resolve), hold())))
+      // Granted just as close() ran (too late to abort the request): let go at once.
+      .request(name, { signal: lockRequest.signal }, () => new Promise<void>((resolve) => ((release = resolve), closed ? resolve() : hold())))
       .catch(() => closed || hold()); // locks refused (a sandboxed frame): a stream of its own
   }
 
