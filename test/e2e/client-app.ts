@@ -50,10 +50,11 @@ window.post = (path) => fetch(path, { method: "POST" }).then((response) => respo
 </script>
 </body></html>`;
 
-/** A change made through the app: what it returned and what the server held when it was made. */
+/** A change made through the app: the count it left, the streams open then, and when it was made (Date.now()). */
 export interface Made {
   count: number;
   openStreams: number;
+  at: number;
 }
 
 export class ClientApp {
@@ -78,6 +79,10 @@ export class ClientApp {
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.#server !== undefined;
   }
 
   get openStreams(): number {
@@ -105,7 +110,7 @@ export class ClientApp {
       if (path === "/login") return void res.writeHead(200, { "set-cookie": login.signInCookie("alice"), "content-type": "application/json" }).end("{}");
       if (path === "/logout") return void res.writeHead(200, { "set-cookie": login.signOutCookie(), "content-type": "application/json" }).end("{}");
       sessions(req, res, async () => {
-        const made: Made = { count: 0, openStreams: sessions.openStreams };
+        const made: Made = { count: 0, openStreams: sessions.openStreams, at: Date.now() };
         if (path === "/inc") made.count = ++new AppState().count;
         else if (path === "/notes") made.count = ++new Notes().count;
         else if (path === "/reset") await clearCookieState(new AppState());
