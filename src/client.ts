@@ -20,7 +20,13 @@
 // application/json`); when they differ from its stream's, it shares those
 // versions at once and reconnects.
 
-/** A record of this browser (or of its signed-in user) changed: its key and its new version (0: deleted, or no longer followed). */
+/**
+ * A record of this browser (or of its signed-in user) changed: its key and its new version (0: deleted, or no longer followed).
+ * @example
+ * ```ts
+ * sync.on("change", ({ key, version }: StateChange) => key === "cart" && refetchCart());
+ * ```
+ */
 export interface StateChange {
   /** The `@persist` key. */
   readonly key: string;
@@ -28,10 +34,22 @@ export interface StateChange {
   readonly version: number;
 }
 
-/** Whether changes arrive: `"live"` once the browser's stream is open, `"offline"` while it reconnects. */
+/**
+ * Whether changes arrive: `"live"` once the browser's stream is open, `"offline"` while it reconnects.
+ * @example
+ * ```ts
+ * sync.on("status", (status: SyncStatus) => (badge.hidden = status !== "live"));
+ * ```
+ */
 export type SyncStatus = "connecting" | "live" | "offline";
 
-/** What {@link StateWatch.on} can listen to, and what each listener gets. */
+/**
+ * What {@link StateWatch.on} can listen to, and what each listener gets.
+ * @example
+ * ```ts
+ * const log = <K extends keyof StateWatchEvents>(type: K) => sync.on(type, (value: StateWatchEvents[K]) => console.log(type, value));
+ * ```
+ */
 export interface StateWatchEvents {
   /** A record changed; never twice for one version, never for a version older than one reported. */
   change: StateChange;
@@ -39,7 +57,13 @@ export interface StateWatchEvents {
   status: SyncStatus;
 }
 
-/** Options of {@link watchState}. */
+/**
+ * Options of {@link watchState}.
+ * @example
+ * ```ts
+ * watchState({ url: "/api/events", versions: { "app-state": 7 } });
+ * ```
+ */
 export interface WatchStateOptions {
   /**
    * The events endpoint (`sessions.events` or `sessions.fetchEvents`).
@@ -55,7 +79,14 @@ export interface WatchStateOptions {
   versions?: Readonly<Record<string, number>>;
 }
 
-/** What {@link watchState} returns. */
+/**
+ * What {@link watchState} returns.
+ * @example
+ * ```ts
+ * const sync: StateWatch = watchState();
+ * addEventListener("pagehide", () => sync.close());
+ * ```
+ */
 export interface StateWatch {
   /**
    * Calls `listener` for each `change` (or `status`); returns the function that removes it.

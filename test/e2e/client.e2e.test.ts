@@ -90,6 +90,10 @@ async function newHolderAt(tabs: Page[], closedAt: number): Promise<number> {
 describe("persist-session/client, the module", () => {
   it("is a dependency-free browser module under 3 KB minified and gzipped, which the server never imports", async () => {
     const file = fileURLToPath(import.meta.resolve("persist-session/client"));
+    expect(file).toMatch(/\/dist\/client\.js$/);
+    expect(existsSync(file.replace(/\.js$/, ".d.ts"))).toBe(true);
+    // Importing it runs nothing (Node has no window): it only defines its one export.
+    expect(Object.keys(await import("persist-session/client"))).toEqual(["watchState"]);
     const source = await readFile(file, "utf8");
     expect(source).not.toMatch(/^\s*(import|export\s.*\sfrom)\s/m); // no imports at all: nothing to bundle, nothing from node:
     const { outputFiles } = await build({ entryPoints: [file], bundle: true, minify: true, format: "esm", target: "es2022", write: false, logLevel: "silent" });
