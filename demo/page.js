@@ -2,6 +2,9 @@
 // escapeHtml(); todo texts are user input and must never become markup.
 import { MAX_NOTE_LENGTH, MAX_NOTES, MAX_TODO_LENGTH, MAX_TODOS } from "./state.js";
 
+/** Where the demo serves persist-session/client (dist/client.js); an app would bundle it instead. */
+export const CLIENT_PATH = "/persist-session/client.js";
+
 /** The sentences behind the refusal codes of state.js; unknown codes show nothing. */
 const ERRORS = new Map([
   ["empty", "Write something first: a todo cannot be empty."],
@@ -25,16 +28,14 @@ const ERRORS = new Map([
  */
 export function renderPage({ state, info, user, shared, sharedInfo, error, nonce, now = Date.now() }) {
   const message = error === null ? undefined : ERRORS.get(error);
-  // For the live-sync script: the versions shown (a change event at or below them is old news),
-  // and what the events stream follows (when it changes, the stream must reconnect).
+  // For the live-sync script: the versions shown (a change event at or below them is old news).
   const versions = { [info.key]: info.version };
   if (sharedInfo !== undefined) versions[sharedInfo.key] = sharedInfo.version;
-  const follows = `${info.key}:${info.stored ? info.id.slice(0, 8) : "-"} user:${user ?? "-"}`;
   return layout({
     nonce,
     title: "persist-session demo",
     body: `
-  <main id="app" data-versions="${escapeHtml(JSON.stringify(versions))}" data-follows="${escapeHtml(follows)}">
+  <main id="app" data-versions="${escapeHtml(JSON.stringify(versions))}">
     <header>
       <h1>persist-session <span class="live" title="Changes made in other tabs and devices show here as they happen">live</span></h1>
       <p class="lede">This counter and list live on the server, not in the page. Reload, open a second tab, restart the server: they stay, and a change in one tab shows in the others at once. Another browser gets its own.</p>
@@ -46,7 +47,7 @@ export function renderPage({ state, info, user, shared, sharedInfo, error, nonce
     ${storePanel(info, now)}
     <footer>Works without JavaScript too: every button is a plain form (other tabs then update on reload).</footer>
   </main>
-  <script nonce="${escapeHtml(nonce)}">${ENHANCE}</script>`,
+  <script type="module" nonce="${escapeHtml(nonce)}">${ENHANCE}</script>`,
   });
 }
 
@@ -271,177 +272,131 @@ main[aria-busy="true"] button { cursor: progress; }
 // new <main> replaces the old one, so the page does not flash or lose scroll.
 // Submissions go one after another, so the page always shows the latest state.
 //
-// Live sync: an EventSource on /events hears "record K is now at version V"
-// whenever this browser's (or its signed-in user's) state is stored, by any tab
-// or device; the page then fetches itself again and swaps in the new <main>,
-// keeping what is typed in its inputs. The stream follows the records this
-// browser had when it connected, so when those change (a first change creates a
-// record, "Clear" deletes it, signing in or out changes the user) it reconnects,
-// and tells this browser's other tabs to do the same.
+// Live sync: persist-session/client tells the page whenever this browser's (or
+// its signed-in user's) state is stored, by any tab or device; the page then
+// fetches itself again and swaps in the new <main>, keeping what is typed in
+// its inputs. The client keeps one events stream for all the tabs of the
+// browser and follows new records by itself (after a first change, "Clear", or
+// signing in or out), so the page has nothing else to do.
 const ENHANCE = `
-(() => {
-  const root = document.documentElement;
-  let queue = Promise.resolve();
-  let refreshQueued = false;
-  let source;
-  /** The page's data-follows when the stream connected. */
-  let following;
-  const tabs = typeof BroadcastChannel === "function" ? new BroadcastChannel("persist-session-demo") : undefined;
+import { watchState } from "${CLIENT_PATH}";
 
-  document.addEventListener("submit", (event) => {
-    const form = event.target;
-    if (!(form instanceof HTMLFormElement) || form.method !== "post") return;
-    event.preventDefault();
-    const body = new URLSearchParams(new FormData(form));
-    const action = form.action;
-    // An add form empties at once (a second Enter must not add it twice) and gets its text back if refused.
-    const input = form.classList.contains("add") ? form.querySelector("input[id]") : null;
-    const typed = input === null ? null : { id: input.id, text: input.value };
-    if (typed !== null) form.reset();
-    queue = queue.then(() => send(action, body, typed));
-  });
+const root = document.documentElement;
+let queue = Promise.resolve();
+let refreshQueued = false;
 
-  async function send(action, body, typed) {
-    document.querySelector("main").setAttribute("aria-busy", "true");
-    try {
-      const response = await fetch(action, { method: "POST", body, headers: { accept: "text/html" } });
-      const html = await response.text();
-      if (!response.ok) throw new Error(messageOf(html) ?? "The server answered " + response.status + ". Try again.");
-      const next = swap(html);
-      history.replaceState(null, "", "/");
-      const input = typed === null ? null : next.querySelector("#" + typed.id);
-      if (input !== null) {
-        if (new URL(response.url).searchParams.has("error")) input.value = typed.text;
-        input.focus();
-      }
-      announce();
-    } catch (error) {
-      const current = document.querySelector("main");
-      current.removeAttribute("aria-busy");
-      current.querySelector(".alert")?.remove();
-      const alert = document.createElement("p");
-      alert.className = "alert";
-      alert.setAttribute("role", "alert");
-      alert.textContent = error instanceof TypeError ? "Cannot reach the server. Is it running?" : error.message;
-      current.querySelector("header").after(alert);
-      const input = typed === null ? null : current.querySelector("#" + typed.id);
-      if (input !== null && input.value === "") input.value = typed.text;
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (!(form instanceof HTMLFormElement) || form.method !== "post") return;
+  event.preventDefault();
+  const body = new URLSearchParams(new FormData(form));
+  const action = form.action;
+  // An add form empties at once (a second Enter must not add it twice) and gets its text back if refused.
+  const input = form.classList.contains("add") ? form.querySelector("input[id]") : null;
+  const typed = input === null ? null : { id: input.id, text: input.value };
+  if (typed !== null) form.reset();
+  queue = queue.then(() => send(action, body, typed));
+});
+
+async function send(action, body, typed) {
+  document.querySelector("main").setAttribute("aria-busy", "true");
+  try {
+    const response = await fetch(action, { method: "POST", body, headers: { accept: "text/html" } });
+    const html = await response.text();
+    if (!response.ok) throw new Error(messageOf(html) ?? "The server answered " + response.status + ". Try again.");
+    const next = swap(html);
+    history.replaceState(null, "", "/");
+    const input = typed === null ? null : next.querySelector("#" + typed.id);
+    if (input !== null) {
+      if (new URL(response.url).searchParams.has("error")) input.value = typed.text;
+      input.focus();
     }
-  }
-
-  /**
-   * Puts the <main> of a page's HTML in place of this one, keeping what is typed
-   * in the inputs and where the cursor is. Only <main> is taken: parsing the whole
-   * page would meet its <style>, whose nonce is not this page's, and the
-   * Content-Security-Policy would complain.
-   */
-  function swap(html) {
-    const next = mainOf(html);
-    if (next === null) throw new Error("The server sent an unexpected page. Reload to continue.");
+  } catch (error) {
     const current = document.querySelector("main");
-    for (const input of current.querySelectorAll("input[id]:not([type=hidden])")) {
-      const twin = next.querySelector("#" + input.id);
-      if (input.value !== "" && twin instanceof HTMLInputElement && !twin.disabled) twin.value = input.value;
+    current.removeAttribute("aria-busy");
+    current.querySelector(".alert")?.remove();
+    const alert = document.createElement("p");
+    alert.className = "alert";
+    alert.setAttribute("role", "alert");
+    alert.textContent = error instanceof TypeError ? "Cannot reach the server. Is it running?" : error.message;
+    current.querySelector("header").after(alert);
+    const input = typed === null ? null : current.querySelector("#" + typed.id);
+    if (input !== null && input.value === "") input.value = typed.text;
+  }
+}
+
+/**
+ * Puts the <main> of a page's HTML in place of this one, keeping what is typed
+ * in the inputs and where the cursor is. Only <main> is taken: parsing the whole
+ * page would meet its <style>, whose nonce is not this page's, and the
+ * Content-Security-Policy would complain.
+ */
+function swap(html) {
+  const next = mainOf(html);
+  if (next === null) throw new Error("The server sent an unexpected page. Reload to continue.");
+  const current = document.querySelector("main");
+  for (const input of current.querySelectorAll("input[id]:not([type=hidden])")) {
+    const twin = next.querySelector("#" + input.id);
+    if (input.value !== "" && twin instanceof HTMLInputElement && !twin.disabled) twin.value = input.value;
+  }
+  const active = document.activeElement;
+  const focused = active instanceof HTMLInputElement && active.id !== "" && current.contains(active) ? active : null;
+  current.replaceWith(next);
+  const twin = focused === null ? null : next.querySelector("#" + focused.id);
+  if (twin instanceof HTMLInputElement && !twin.disabled) {
+    twin.focus();
+    try { twin.setSelectionRange(focused.selectionStart, focused.selectionEnd, focused.selectionDirection); } catch {}
+  }
+  return next;
+}
+
+function mainOf(html) {
+  const start = html.indexOf("<main");
+  const end = html.indexOf("</main>");
+  if (start === -1 || end === -1) return null;
+  const template = document.createElement("template");
+  template.innerHTML = html.slice(start, end + "</main>".length);
+  return template.content.querySelector("main");
+}
+
+/** The sentence of an error page (400, 403, 413 …), if it is one. */
+function messageOf(html) {
+  return mainOf(html)?.querySelector(".card p")?.textContent ?? null;
+}
+
+/** Fetches the page again and shows it; repeated calls while one waits are one refresh. */
+function refresh() {
+  if (refreshQueued) return;
+  refreshQueued = true;
+  queue = queue.then(async () => {
+    refreshQueued = false;
+    try {
+      const response = await fetch("/", { headers: { accept: "text/html" }, cache: "no-store" });
+      if (!response.ok) return;
+      // A message on the page stays: it answers something this tab did, and the next action replaces it.
+      const alert = document.querySelector("main .alert");
+      const next = swap(await response.text());
+      if (alert !== null && next.querySelector(".alert") === null) next.querySelector("header").after(alert);
+      history.replaceState(null, "", "/");
+    } catch {
+      // Offline or restarting: the client reconnects, and a change it missed comes as a change.
     }
-    const active = document.activeElement;
-    const focused = active instanceof HTMLInputElement && active.id !== "" && current.contains(active) ? active : null;
-    current.replaceWith(next);
-    const twin = focused === null ? null : next.querySelector("#" + focused.id);
-    if (twin instanceof HTMLInputElement && !twin.disabled) {
-      twin.focus();
-      try { twin.setSelectionRange(focused.selectionStart, focused.selectionEnd, focused.selectionDirection); } catch {}
-    }
-    return next;
-  }
+  });
+}
 
-  function mainOf(html) {
-    const start = html.indexOf("<main");
-    const end = html.indexOf("</main>");
-    if (start === -1 || end === -1) return null;
-    const template = document.createElement("template");
-    template.innerHTML = html.slice(start, end + "</main>".length);
-    return template.content.querySelector("main");
-  }
+/** The versions the page shows, by key (a change at or below them is old news). */
+function shownVersions() {
+  try { return JSON.parse(document.querySelector("main").dataset.versions); } catch { return {}; }
+}
 
-  /** The sentence of an error page (400, 403, 413 …), if it is one. */
-  function messageOf(html) {
-    return mainOf(html)?.querySelector(".card p")?.textContent ?? null;
-  }
-
-  /** Fetches the page again and shows it; repeated calls while one waits are one refresh. */
-  function refresh() {
-    if (refreshQueued) return;
-    refreshQueued = true;
-    queue = queue.then(async () => {
-      refreshQueued = false;
-      try {
-        const response = await fetch("/", { headers: { accept: "text/html" }, cache: "no-store" });
-        if (!response.ok) return;
-        // A message on the page stays: it answers something this tab did, and the next action replaces it.
-        const alert = document.querySelector("main .alert");
-        const next = swap(await response.text());
-        if (alert !== null && next.querySelector(".alert") === null) next.querySelector("header").after(alert);
-        history.replaceState(null, "", "/");
-        announce();
-      } catch {
-        // Offline or restarting: the stream reconnects and asks again.
-      }
-    });
-  }
-
-  /** After a swap: if the records to follow changed, reconnect, and tell the other tabs. */
-  function announce() {
-    const follows = document.querySelector("main").dataset.follows;
-    if (follows === following) return;
-    connect(follows);
-    tabs?.postMessage(follows);
-  }
-
-  function shownVersions() {
-    try { return JSON.parse(document.querySelector("main").dataset.versions); } catch { return {}; }
-  }
-
-  function connect(follows) {
-    source?.close();
-    following = follows;
-    root.dataset.live = "connecting";
-    const stream = new EventSource("/events");
-    source = stream;
-    stream.addEventListener("ready", (event) => {
-      if (stream !== source) return;
-      root.dataset.live = "on";
-      // The ready event's id holds the versions stored now ("app-state=7,shared-notes=2"): if the page
-      // shows others, something changed between the page's request and this stream.
-      const stored = {};
-      for (const part of event.lastEventId.split(",")) {
-        const at = part.lastIndexOf("=");
-        if (at > 0) stored[part.slice(0, at)] = Number(part.slice(at + 1));
-      }
-      const shown = shownVersions();
-      if (Object.keys({ ...stored, ...shown }).some((key) => (stored[key] ?? 0) !== (shown[key] ?? 0))) refresh();
-    });
-    stream.addEventListener("change", (event) => {
-      if (stream !== source) return;
-      root.dataset.live = "on";
-      let change = {};
-      try { change = JSON.parse(event.data); } catch {}
-      // This page's own change comes back as an event too: no need to fetch what is shown.
-      if (typeof change.version === "number" && change.version > 0 && change.version <= shownVersions()[change.key]) return;
-      refresh();
-    });
-    stream.addEventListener("error", () => {
-      if (stream !== source) return;
-      root.dataset.live = "off";
-      // The browser retries by itself unless the server refused the stream.
-      if (stream.readyState === EventSource.CLOSED) setTimeout(() => source === stream && connect(following), 5000);
-    });
-  }
-
-  if (tabs !== undefined) tabs.onmessage = (event) => {
-    // Another tab of this browser changed what this browser's stream must follow (same cookies).
-    // Its new stream's ready event says whether this page is behind.
-    if (typeof event.data === "string" && event.data !== following) connect(event.data);
-  };
-  if (typeof EventSource === "function") connect(document.querySelector("main").dataset.follows);
-})();
+const LIVE = { connecting: "connecting", live: "on", offline: "off" };
+// Given the versions the page was rendered with, the client reports at once what changed since.
+const sync = watchState({ url: "/events", versions: shownVersions() });
+root.dataset.live = LIVE[sync.status];
+sync.on("status", (status) => (root.dataset.live = LIVE[status]));
+sync.on("change", ({ key, version }) => {
+  // This page's own change comes back as an event too: no need to fetch what is shown.
+  if (version > 0 && version <= shownVersions()[key]) return;
+  refresh();
+});
 `;

@@ -10,13 +10,15 @@
 //
 // Every change is a POST answered with 303 See Other to "/" (post/redirect/get),
 // so the page works without JavaScript; page.js adds a fetch() layer on top,
-// and an EventSource on /events that refreshes the page when another tab or
-// device changes this browser's (or this user's) state.
+// and persist-session/client on /events, which refreshes the page when another
+// tab or device changes this browser's (or this user's) state.
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import { fileURLToPath } from "node:url";
 import { FileStore, clearCookieState, inspectState, persistSession, rotateStateIds } from "persist-session";
 import { createLogin, isValidName } from "./login.js";
-import { renderMessage, renderPage } from "./page.js";
+import { CLIENT_PATH, renderMessage, renderPage } from "./page.js";
 import { AppState, Refusal, SharedNotes, addNote, addTodo, bump, removeNote, removeTodo, toggleTodo } from "./state.js";
 
 /** A form post is a few hundred bytes; anything far bigger is not from our page. */
@@ -74,6 +76,9 @@ try {
   process.exit(1);
 }
 
+/** The browser module of persist-session/client, built (dist/client.js), served as it is: no bundler in the demo. */
+const CLIENT_SCRIPT = readFileSync(fileURLToPath(import.meta.resolve("persist-session/client")));
+
 /** Open /events responses, ended at shutdown so it does not wait for them. */
 const eventStreams = new Set();
 
@@ -87,6 +92,16 @@ const server = http.createServer((req, res) => {
     eventStreams.add(res);
     res.once("close", () => eventStreams.delete(res));
     sessions.events(req, res);
+    return;
+  }
+  if (req.url === CLIENT_PATH && (req.method === "GET" || req.method === "HEAD")) {
+    res.writeHead(200, {
+      "content-type": "text/javascript; charset=utf-8",
+      "content-length": CLIENT_SCRIPT.length,
+      "cache-control": "no-cache",
+      "x-content-type-options": "nosniff",
+    });
+    res.end(req.method === "HEAD" ? undefined : CLIENT_SCRIPT);
     return;
   }
   sessions(req, res, () =>

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { RecordChange } from "./change-feed.js";
 import type { RecordTarget } from "./request-state.js";
 import type { SessionCore } from "./session-core.js";
@@ -49,12 +50,11 @@ export class EventStream {
       if (known === undefined || version > known) this.#versions.set(target.key, version);
       if (seen !== undefined && version !== (seen.get(target.key) ?? 0)) missed.push(target);
     }
-    if (missed.length > 0) {
-      for (const target of missed) this.#send(target.key, this.#versions.get(target.key) ?? 0);
-    } else {
-      // The baseline for a later Last-Event-ID, and a sign the stream is live.
-      this.sink.write(`id: ${this.#eventId()}\nevent: ready\ndata: {}\n\n`);
-    }
+    for (const target of missed) this.#send(target.key, this.#versions.get(target.key) ?? 0);
+    // The end of the preamble, after what was missed: the baseline for a later Last-Event-ID, a sign
+    // the stream is live, and what it follows (persist-session/client compares that with a probe's).
+    const ready = JSON.stringify({ targets: targetsTag(this.targets), heartbeat: this.core.heartbeatMs });
+    this.sink.write(`id: ${this.#eventId()}\nevent: ready\ndata: ${ready}\n\n`);
     // Not unref'd: the open connection keeps the process alive anyway, and a counted timer shows leaks.
     this.#heartbeat = setInterval(() => this.sink.write(": heartbeat\n\n"), this.core.heartbeatMs);
   }
@@ -84,8 +84,34 @@ export class EventStream {
   }
 
   #eventId(): string {
-    return [...this.#versions].map(([key, version]) => `${key}=${version}`).join(",");
+    return formatEventId(this.#versions);
   }
+}
+
+/**
+ * Names the records a stream follows without naming them: a hash of their keys
+ * and ids. Two requests with the same cookies (and user) get the same tag; a
+ * first change, a reset, a sign-in or a sign-out gives another. Record ids stay
+ * HttpOnly: a hash of 122 random bits does not give them back.
+ */
+export function targetsTag(targets: readonly RecordTarget[]): string {
+  const named = targets.map((target) => `${target.key}=${target.id}`).sort();
+  return createHash("sha256").update(named.join(",")).digest("base64url").slice(0, 22);
+}
+
+/**
+ * What a stream for `targets` would start from now: their tag, and the id its
+ * `ready` event would carry. The answer to a probe: persist-session/client
+ * shows the new versions at once, before the new stream is open.
+ */
+export async function describeTargets(core: SessionCore, targets: readonly RecordTarget[]): Promise<{ targets: string; id: string }> {
+  const versions = await Promise.all(targets.map(async (target) => [target.key, await core.currentVersion(target.id)] as const));
+  return { targets: targetsTag(targets), id: formatEventId(versions) };
+}
+
+/** Every followed key with its version: `key=version,key=version`. */
+function formatEventId(versions: Iterable<readonly [string, number]>): string {
+  return [...versions].map(([key, version]) => `${key}=${version}`).join(",");
 }
 
 /** `key=version,key=version`; anything else counts as no id. */

@@ -1,6 +1,6 @@
 import type http from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
-import { MemoryStore, persist, persistSession, type Sessions } from "../src/index.js";
+import { MemoryStore, clearCookieState, persist, persistSession, type Sessions } from "../src/index.js";
 import { Browser, fromFetch, listen, type TestServer } from "./helpers/http.js";
 import { EventReader } from "./helpers/sse.js";
 import { SECRET } from "./suites/behaviour.js";
@@ -32,6 +32,9 @@ async function route(method: string, path: string): Promise<{ status: number; bo
       }
       case "GET /count":
         return { status: 200, body: { count: new Counter().count } };
+      case "POST /reset":
+        await clearCookieState(new Counter());
+        return { status: 200, body: {} };
       case "POST /prefs/click": {
         const prefs = new Prefs();
         prefs.clicks += 1;
@@ -83,6 +86,14 @@ async function subscribe(browser: Browser, init: RequestInit = {}): Promise<Even
   const reader = new EventReader(response);
   open.push({ close: async () => (await reader.close(), controller.abort()) });
   return reader;
+}
+
+/** What the probe (`Accept: application/json`) answers for this browser now: the targets' tag and the id a stream's ready would carry. */
+async function probe(browser: Browser, init: RequestInit = {}): Promise<{ targets: string; id: string }> {
+  const response = await browser.request("/events", { ...init, headers: { ...(init.headers as Record<string, string>), accept: "application/json" } });
+  expect(response.headers.get("content-type")).toMatch(/^application\/json/);
+  expect(response.headers.get("cache-control")).toBe("no-store");
+  return (await response.json()) as { targets: string; id: string };
 }
 
 for (const adapter of ["node:http", "fetch"] as const) {
@@ -146,6 +157,54 @@ for (const adapter of ["node:http", "fetch"] as const) {
       expect(await visitor.json("/prefs")).toEqual({ clicks: 1 });
       expect(visitor.cookies.has("live-prefs")).toBe(true);
       expect(await new Browser(server.url).json("/prefs")).toEqual({ clicks: 0 });
+    });
+
+    it("names the targets in a probe: the same for the same cookies, others after a first change, a sign-in or a reset", async () => {
+      const { server } = await start(adapter);
+      const browser = new Browser(server.url);
+      const alice = { headers: { authorization: "Bearer token-alice" } };
+      const answers: Array<{ targets: string; id: string }> = [];
+      const tagOf = async (init?: RequestInit) => {
+        const answer = await probe(browser, init);
+        answers.push(answer);
+        return answer.targets;
+      };
+      const fresh = await tagOf();
+      expect(fresh).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      expect((await probe(new Browser(server.url))).targets).toBe(fresh); // no cookies: nothing to follow, for anyone
+
+      await browser.json("/inc", { method: "POST" });
+      const withRecord = await tagOf();
+      expect(withRecord).not.toBe(fresh);
+      await browser.json("/inc", { method: "POST" });
+      expect(await tagOf()).toBe(withRecord); // a new version of the same record: the same targets
+      // The record id stays HttpOnly: the answer does not carry it.
+      expect(JSON.stringify(answers)).not.toContain(browser.cookies.get("live-app")!.slice(0, 8));
+
+      const signedIn = await tagOf(alice);
+      expect(signedIn).not.toBe(withRecord);
+      expect((await probe(new Browser(server.url), alice)).targets).not.toBe(signedIn); // alice without this browser's record
+
+      await browser.json("/reset", { method: "POST" });
+      expect(await tagOf()).toBe(fresh);
+      await browser.json("/inc", { method: "POST" });
+      expect([fresh, withRecord]).not.toContain(await tagOf());
+      // With each tag, the versions a stream would start from (the id of its ready event).
+      expect(answers.map((answer) => answer.id)).toEqual(["", "live-app=1", "live-app=2", "live-app=2,live-prefs=0", "", "live-app=1"]);
+    });
+
+    it("ends every preamble with ready, naming the probe's targets and the heartbeat, after missed changes too", async () => {
+      const { server } = await start(adapter);
+      const browser = new Browser(server.url);
+      await browser.json("/inc", { method: "POST" });
+      await browser.json("/inc", { method: "POST" });
+      const ready = JSON.stringify({ targets: (await probe(browser)).targets, heartbeat: 1000 });
+
+      const events = await subscribe(browser, { headers: { "last-event-id": "live-app=1" } });
+      expect(await events.next()).toEqual({ event: "change", id: "live-app=2", data: JSON.stringify({ key: "live-app", version: 2 }) });
+      expect(await events.next()).toEqual({ event: "ready", id: "live-app=2", data: ready });
+      const upToDate = await subscribe(browser, { headers: { "last-event-id": "live-app=2" } });
+      expect(await upToDate.next()).toEqual({ event: "ready", id: "live-app=2", data: ready });
     });
   });
 }

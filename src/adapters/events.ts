@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { EventStream } from "../event-stream.js";
+import { EventStream, describeTargets } from "../event-stream.js";
+import type { RecordTarget } from "../request-state.js";
 import type { SessionCore } from "../session-core.js";
 import { failure } from "./fetch.js";
 import { failureAnswer, logFailure } from "./failure.js";
@@ -11,6 +12,29 @@ const EVENT_HEADERS = {
   // nginx buffers responses unless told not to.
   "x-accel-buffering": "no",
 } as const;
+
+/**
+ * A request for what a stream would follow now, not for the stream: `Accept:
+ * application/json` (an EventSource asks for text/event-stream). persist-session/client
+ * sends it after the page's requests, to learn whether they changed the browser's
+ * records (cookies are HttpOnly, so the page cannot see it).
+ */
+function asksForTargets(accept: string | null | undefined): boolean {
+  return accept != null && accept.includes("application/json") && !accept.includes("text/event-stream");
+}
+
+const TARGETS_HEADERS = { "content-type": "application/json", "cache-control": "no-store" } as const;
+
+/** Answers a probe (see {@link asksForTargets}) over node:http. */
+function answerTargets(core: SessionCore, targets: readonly RecordTarget[], res: ServerResponse): void {
+  describeTargets(core, targets).then(
+    (answer) => void res.writeHead(200, TARGETS_HEADERS).end(JSON.stringify(answer)),
+    (error: unknown) => {
+      const { status, headers, body } = failureAnswer(core, error);
+      res.writeHead(status, headers).end(body);
+    },
+  );
+}
 
 /** Whether `res` can still take a response of ours: nothing sent, not ended, not destroyed. */
 function isWritable(res: ServerResponse): boolean {
@@ -32,6 +56,7 @@ export function serveNodeEvents(core: SessionCore, req: IncomingMessage, res: Se
     (targets) => {
       if (res.destroyed) return;
       if (!isWritable(res)) return warnAnswered(core);
+      if (asksForTargets(req.headers.accept)) return void answerTargets(core, targets, res);
       res.writeHead(200, EVENT_HEADERS);
       const stream = new EventStream(core, targets, {
         write: (chunk) => {
@@ -71,6 +96,13 @@ export async function serveFetchEvents(core: SessionCore, request: Request): Pro
     targets = await core.streamTargets(request.headers.get("cookie") ?? undefined, request);
   } catch (error) {
     return failure(core, error);
+  }
+  if (asksForTargets(request.headers.get("accept"))) {
+    try {
+      return Response.json(await describeTargets(core, targets), { headers: TARGETS_HEADERS });
+    } catch (error) {
+      return failure(core, error);
+    }
   }
   const encoder = new TextEncoder();
   let stream: EventStream | undefined;

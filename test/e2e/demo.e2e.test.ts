@@ -32,25 +32,33 @@ const SIGNED_USER = /^([a-z0-9_-]{1,32})\.([A-Za-z0-9_-]{43})$/;
  */
 const CUT_BY_RESTART = /^console: Failed to load resource: net::ERR_[A-Z_]+ \(http:\/\/127\.0\.0\.1:\d+\/(events)?\)$/;
 
-type StreamEvent = { type: string; data: string };
+type Change = { key: string; version: number };
 /** What the tests keep in a page's window. */
-type TestWindow = { marker?: string; __events: StreamEvent[] };
+type TestWindow = { marker?: string; __changes?: Change[] };
+
+/** Where the demo serves persist-session/client (demo/page.js CLIENT_PATH). */
+const CLIENT_PATH = "/persist-session/client.js";
 
 /**
- * An init script (it runs before the demo's own script, outside its CSP): every
- * EventSource the page opens also records its `ready` and `change` events in
- * window.__events, so a test sees what the page's stream received.
+ * Makes every page of `context` record what persist-session/client tells it: the
+ * module is served with its `watchState` wrapped, so each `change` the page hears
+ * is also pushed to window.__changes (the demo's page itself stays as it is).
  */
-function recordStreamEvents(): void {
-  const Native = window.EventSource;
-  const events: StreamEvent[] = [];
-  (window as unknown as TestWindow).__events = events;
-  window.EventSource = class extends Native {
-    constructor(url: string | URL, init?: EventSourceInit) {
-      super(url, init);
-      for (const type of ["ready", "change"]) this.addEventListener(type, (event) => events.push({ type, data: String((event as MessageEvent).data) }));
-    }
-  };
+async function recordChanges(context: BrowserContext): Promise<void> {
+  await context.route(`**${CLIENT_PATH}`, async (route) => {
+    const response = await route.fetch();
+    const source = await response.text();
+    const renamed = source.replace("export function watchState(", "function watchStateUnrecorded(");
+    if (renamed === source) throw new Error(`${CLIENT_PATH} no longer declares \`export function watchState(\`: update recordChanges.`);
+    const recorder = `
+export function watchState(options) {
+  const sync = watchStateUnrecorded(options);
+  const changes = (window.__changes ??= []);
+  sync.on("change", (change) => changes.push(change));
+  return sync;
+}`;
+    await route.fulfill({ response, body: renamed + recorder });
+  });
 }
 
 const hasChromium = existsSync(CHROMIUM);
@@ -453,9 +461,9 @@ describe.skipIf(!hasChromium && !mustRun)("demo in Chromium", () => {
       }
     }
 
-    /** The `change` events the page's streams received, in order. */
-    async function changeEvents(page: Page): Promise<Array<{ key: string; version: number }>> {
-      return page.evaluate(() => (window as unknown as TestWindow).__events.filter((event) => event.type === "change").map((event) => JSON.parse(event.data)));
+    /** The changes persist-session/client reported to the page, in order. */
+    async function changeEvents(page: Page): Promise<Change[]> {
+      return page.evaluate(() => (window as unknown as TestWindow).__changes ?? []);
     }
 
     /** What the shared panel shows, or undefined when the page shows none (signed out). */
@@ -483,7 +491,7 @@ describe.skipIf(!hasChromium && !mustRun)("demo in Chromium", () => {
 
     async function userContext(): Promise<BrowserContext> {
       const context = await newContext();
-      await context.addInitScript(recordStreamEvents);
+      await recordChanges(context);
       return context;
     }
 
