@@ -3,103 +3,32 @@
  * browser as if they were one. Children run test/fixtures/redis-app.mjs on the
  * built package (`npm run build` first; npm test does).
  */
-import { existsSync, readdirSync, statSync } from "node:fs";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startChildServer, type ChildServer } from "./helpers/child-server.js";
+import { AppProcesses, assertBuilt, call, newBrowser, stream } from "./helpers/app-processes.js";
 import { delay, eventually } from "./helpers/robustness.js";
 import { EventReader } from "./helpers/sse.js";
 import { connectRedis, redisAvailable, redisKeys, redisUrl, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/redis-app.mjs", import.meta.url));
-const SRC = fileURLToPath(new URL("../src", import.meta.url));
-const BUILT = fileURLToPath(new URL("../dist/redis.js", import.meta.url));
 const SECRET = "redis-processes-secret-0123456789-abcdef";
 /** Short, so the kill and pause tests wait for expiry in about a second. */
 const LEASE_TIME = 1000;
 
-type AppProcess = ChildServer;
-
-const running = new Set<AppProcess>();
-
-async function startApp(prefix: string, env: Record<string, string> = {}): Promise<AppProcess> {
-  const app = await startChildServer(FIXTURE, [], { REDIS_URL: redisUrl, PREFIX: prefix, SECRET, LEASE_TIME: String(LEASE_TIME), ...env }, /"port":(\d+)/);
-  running.add(app);
-  return app;
-}
-
-async function stopApp(app: AppProcess, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
-  // A stopped process ignores SIGTERM until continued; SIGKILL ends it either way.
-  app.child.kill(signal);
-  await app.exited;
-  running.delete(app);
-}
-
-interface Reply {
-  readonly status: number;
-  readonly count: number | undefined;
-  readonly ms: number;
-}
-
-async function call(app: AppProcess, path: string, cookie: string): Promise<Reply> {
-  const started = Date.now();
-  const response = await fetch(app.url + path, { method: "POST", headers: { cookie }, signal: AbortSignal.timeout(20_000) });
-  const text = await response.text();
-  const count = response.ok ? (JSON.parse(text) as { count: number }).count : undefined;
-  return { status: response.status, count, ms: Date.now() - started };
-}
-
-/** A fresh browser: its cookie, minted by a first request. */
-async function newBrowser(app: AppProcess): Promise<{ cookie: string; id: string }> {
-  const response = await fetch(`${app.url}/start`, { method: "POST" });
-  expect(response.status).toBe(200);
-  const cookie = response.headers.getSetCookie()[0]!.split(";")[0]!;
-  const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
-  return { cookie, id };
-}
-
-/** `count` concurrent requests, `inFlight` at a time, alternating between `apps`; the most in flight at once. */
-async function stream(apps: AppProcess[], cookie: string, total: number, inFlight: number): Promise<{ replies: Reply[]; maxInFlight: number }> {
-  const replies: Reply[] = [];
-  let next = 0;
-  let current = 0;
-  let maxInFlight = 0;
-  const worker = async () => {
-    while (next < total) {
-      const i = next++;
-      current++;
-      maxInFlight = Math.max(maxInFlight, current);
-      try {
-        replies.push(await call(apps[i % apps.length]!, "/inc-slow?ms=3", cookie));
-      } finally {
-        current--;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, worker));
-  return { replies, maxInFlight };
-}
-
-function assertBuilt(): void {
-  if (!existsSync(BUILT)) throw new Error("dist/redis.js is missing: run `npm run build` (npm test does) before this suite.");
-  const built = statSync(BUILT).mtimeMs;
-  const newest = readdirSync(SRC, { recursive: true, encoding: "utf8" })
-    .filter((name) => name.endsWith(".ts"))
-    .reduce((latest, name) => Math.max(latest, statSync(join(SRC, name)).mtimeMs), 0);
-  if (newest > built) throw new Error("dist/ is older than src/: run `npm run build` before this suite, so the child processes run the current code.");
-}
+const processes = new AppProcesses(FIXTURE, { REDIS_URL: redisUrl, SECRET, LEASE_TIME: String(LEASE_TIME) });
+const startApp = (prefix: string, env: Record<string, string> = {}) => processes.start({ PREFIX: prefix, ...env });
+const stopApp = (...args: Parameters<AppProcesses["stop"]>) => processes.stop(...args);
 
 describe.skipIf(!redisAvailable)("RedisStore across processes", () => {
   let redis: TestRedisClient;
   let prefix: string;
 
   beforeAll(async () => {
-    assertBuilt();
+    assertBuilt("dist/redis.js");
     redis = await connectRedis();
   });
   afterEach(async () => {
-    for (const app of [...running]) await stopApp(app);
+    await processes.stopAll();
     const keys = await redisKeys(redis, prefix);
     if (keys.length > 0) await redis.sendCommand(["DEL", ...keys]);
   });
