@@ -513,11 +513,16 @@ function storeSql(table: string): StoreSql {
 function readRow(row: Record<string, unknown> | undefined): StoredRecord | undefined {
   if (row === undefined || row["data"] === null || row["data"] === undefined) return undefined;
   const { key, data } = row;
-  // bigint columns come back as strings (node-postgres's default) or numbers (an app's type parser).
-  const header = { key, version: Number(row["version"]), updatedAt: Number(row["updated_at"]), expires: Number(row["expires"]) };
+  const header = { key, version: integer(row["version"]), updatedAt: integer(row["updated_at"]), expires: integer(row["expires"]) };
   if (!isStoredRecordHeader(header)) throw new CorruptRecordError("a row with fields of an unknown shape");
   if (typeof data !== "string" || data === "") throw new CorruptRecordError("a row with empty data");
   return { ...header, data };
+}
+
+/** A bigint column's value: a string (node-postgres's default) or a number (an app's type parser); NaN for anything else (NULL). */
+function integer(value: unknown): number {
+  if (typeof value === "number") return value;
+  return typeof value === "string" && value !== "" ? Number(value) : Number.NaN;
 }
 
 function tableName(schema: unknown = DEFAULT_SCHEMA, table: unknown = DEFAULT_TABLE): TableName {
