@@ -18,6 +18,7 @@ import { nodeApp } from "./fixtures/app.js";
 import * as standard from "./fixtures/standard.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
 import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
+import { freePort, timedPost, type Outcome } from "./helpers/outage.js";
 import { EventReader } from "./helpers/sse.js";
 import { connectRedis, type TestRedisClient } from "./helpers/stores.js";
 
@@ -79,23 +80,6 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-interface Outcome {
-  readonly status: number | "hung";
-  readonly ms: number;
-  readonly count: number | undefined;
-}
-
 describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
   let redis: PrivateRedis;
   let client: TestRedisClient;
@@ -130,16 +114,7 @@ describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
     await rm(redis.dir, { recursive: true, force: true });
   });
 
-  async function post(browser: Browser, path: string): Promise<Outcome> {
-    const started = Date.now();
-    try {
-      const response = await browser.request(path, { method: "POST", signal: AbortSignal.timeout(BOUND_MS + 2000) });
-      const body = response.ok ? ((await response.json()) as { count: number }) : (await response.text(), undefined);
-      return { status: response.status, ms: Date.now() - started, count: body?.count };
-    } catch {
-      return { status: "hung", ms: Date.now() - started, count: undefined };
-    }
-  }
+  const post = (browser: Browser, path: string) => timedPost(browser, path, BOUND_MS + 2000);
 
   it("answers 503 while Redis is down, never hangs, and recovers without restarting the app", async () => {
     const browser = new Browser(server.url);

@@ -598,12 +598,22 @@ class PostgresStatements {
           throw new Error("gave up before the pool gave a connection");
         }
         client = taken;
+        // A connection can fail while checked out between statements (the server's goodbye can
+        // arrive in the packet that ends a reply): node-postgres then emits `error` on it, which
+        // unheard would end the process. Heard, it closes the connection instead of reusing it.
+        let failed = false;
+        const onError = () => {
+          failed = true;
+        };
+        taken.on("error", onError);
         try {
           const result = await work(taken);
-          giveBack(false);
+          taken.removeListener("error", onError);
+          giveBack(failed);
           return result;
         } catch (error) {
-          giveBack(destroyOnError || connectionBroken(error));
+          taken.removeListener("error", onError);
+          giveBack(failed || destroyOnError || connectionBroken(error));
           throw error;
         }
       },
