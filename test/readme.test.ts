@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -5,8 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { persist, type Sessions } from "persist-session";
+import { createTableSql } from "persist-session/postgres";
 import { Browser } from "./helpers/http.js";
-import { redisAvailable, redisUrl } from "./helpers/stores.js";
+import { connectPostgres, postgresAvailable, postgresUrl, redisAvailable, redisUrl } from "./helpers/stores.js";
 
 /** The README's first TypeScript example, run as written (the port aside), against the built package. */
 let server: Server;
@@ -92,6 +94,74 @@ describe.skipIf(!redisAvailable)("README: Running on several processes", () => {
         await sessions.close();
         await client.close();
       }
+    }
+  });
+});
+
+describe.skipIf(!postgresAvailable)("README: Running on several processes, PostgreSQL", () => {
+  const section = async () => {
+    const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
+    const start = readme.indexOf("### PostgreSQL", readme.indexOf("## Running on several processes"));
+    expect(start).toBeGreaterThan(0);
+    return readme.slice(start, readme.indexOf("\n## ", start));
+  };
+
+  it("gives the table's SQL exactly as the store creates it", async () => {
+    const sql = /```sql\n([\s\S]*?)```/.exec(await section())?.[1];
+    expect(sql).toBe(createTableSql());
+  });
+
+  it("runs the PostgreSQL setup as written: two app instances over one database share one browser's state", async () => {
+    const example = /```ts\n([\s\S]*?)```/.exec(await section())?.[1];
+    expect(example).toContain("new PostgresStore({ pool })");
+    expect(example!.trim().split("\n").length).toBeLessThanOrEqual(10);
+    // A database of its own: the example uses the default schema and table, and other suites share the server.
+    const admin = connectPostgres();
+    const database = `persist_session_readme_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+    await admin.query(`CREATE DATABASE "${database}"`);
+    const generated = new URL("./.generated/", import.meta.url);
+    await mkdir(generated, { recursive: true });
+    // Imported twice under two names: two app instances, as two processes would be.
+    const files = ["readme-postgres-a.ts", "readme-postgres-b.ts"].map((name) => new URL(name, generated));
+    for (const file of files) await writeFile(file, `${example!}\nexport { pool };\n`);
+    const url = new URL(postgresUrl);
+    url.pathname = `/${database}`;
+    process.env.DATABASE_URL = url.href;
+    const apps: Array<{ sessions: Sessions; pool: { end(): Promise<void> } }> = [];
+    try {
+      for (const file of files) apps.push((await import(/* @vite-ignore */ file.href)) as (typeof apps)[number]);
+      const Visits = persist("readme-postgres-visits")(
+        class {
+          count = 0;
+        },
+      );
+      const handlers = apps.map(({ sessions }) =>
+        sessions.fetch(async () => {
+          const visits = new Visits();
+          visits.count += 1;
+          return new Response(String(visits.count));
+        }),
+      );
+      let cookie = "";
+      for (let i = 0; i < 4; i++) {
+        const response = await handlers[i % 2]!(new Request("http://localhost/", { headers: { cookie } }));
+        expect(await response.text()).toBe(String(i + 1));
+        cookie ||= response.headers.getSetCookie()[0]!.split(";")[0]!;
+      }
+      // One record, in the table the store made on first use under its default name.
+      const check = connectPostgres(url.href);
+      try {
+        expect((await check.query("SELECT count(*)::int AS n FROM public.persist_session WHERE data IS NOT NULL")).rows[0].n).toBe(1);
+      } finally {
+        await check.end();
+      }
+    } finally {
+      for (const { sessions, pool } of apps) {
+        await sessions.close();
+        await pool.end();
+      }
+      await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+      await admin.end();
     }
   });
 });
