@@ -175,6 +175,35 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       expect(await store.get(OTHER_ID)).toBeUndefined();
     });
 
+    it("writes new records that arrive together in one statement and one commit, the later of two writes of one record winning", async () => {
+      await store.get(ID); // the table exists
+      const counting = countingPool(pool);
+      const batching = open({ pool: counting });
+      const ids = Array.from({ length: 20 }, (_, i) => `${String(i).padStart(8, "0")}-3f3e-4c1a-9d7e-2a1b3c4d5e6f`);
+      await Promise.all([...ids.map((id) => batching.set(id, record({ data: `[${id.slice(0, 8)}]` }))), batching.set(ids[3]!, record({ version: 2, data: "[later]" }))]);
+      const inserts = counting.statements.filter((text) => text.startsWith("INSERT"));
+      // The first goes at once; the others wait for it and go together.
+      expect(inserts.length).toBeLessThanOrEqual(3);
+      expect(await postgresIds(pool, schema)).toEqual(ids);
+      expect(await store.get(ids[3]!)).toMatchObject({ version: 2, data: "[later]" });
+      expect(await store.get(ids[7]!)).toMatchObject({ version: 1, data: "[00000007]" });
+    });
+
+    it("fails every write of a batch that PostgreSQL refuses, and the next batch stands on its own", async () => {
+      await store.get(ID);
+      const first = store.set(OTHER_ID, record()); // in flight: the next two wait and go together
+      const outcomes = [
+        store.set("2c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", record({ data: "nul \u0000 byte" })),
+        store.set("3c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", record()),
+      ].map((write) => write.then(() => "stored", (error: Error) => error.message));
+      await first;
+      const [refused, sharing] = await Promise.all(outcomes);
+      expect(refused).toMatch(/^persist-session: PostgreSQL refused a statement: invalid byte sequence .*\(SQLSTATE 22021\)/);
+      expect(sharing).toBe(refused);
+      await store.set(ID, record());
+      expect(await postgresIds(pool, schema)).toEqual([ID, OTHER_ID].sort());
+    });
+
     it("deletes, and deleting a missing record succeeds", async () => {
       await store.set(ID, record());
       await store.delete(ID);

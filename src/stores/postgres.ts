@@ -118,6 +118,8 @@ const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5000;
 /** The first key of every advisory lock this store takes (the second is a hash of what it guards): "ps" in ASCII, unlikely to meet an app's. */
 const ADVISORY_LOCK_CLASS = 0x7073;
+/** The most new records one statement writes. */
+const FIRST_WRITES_PER_STATEMENT = 100;
 /** The generated secret's row; record ids are UUIDs and never meet it. */
 const SECRET_ID = "secret";
 /** An expiry the sweep never reaches. */
@@ -229,6 +231,8 @@ export class PostgresStore implements SessionStore {
    * written, no other process can have changed the row. Saves one round trip per request.
    */
   private readonly takenRows = new Map<string, { readonly lease: RenewedLease; readonly row: Record<string, unknown> | undefined }>();
+  /** Just-minted records' first writes, one statement for all that arrive while the previous one is in flight. */
+  private readonly firstWrites: FirstWrites;
   private readonly watchers = new Set<(change: RecordChange) => void>();
   private following: Promise<ChangeListener> | undefined;
   private ready: Promise<void> | undefined;
@@ -265,6 +269,7 @@ export class PostgresStore implements SessionStore {
     const timeout = positive("statementTimeout", options.statementTimeout, DEFAULT_STATEMENT_TIMEOUT_MS);
     this.db = new PostgresStatements(pool, timeout, this.table);
     this.sql = storeSql(this.table);
+    this.firstWrites = new FirstWrites((rows) => this.run(this.sql.insertNew, rows).then(() => undefined));
     this.leaseBackend = {
       renew: async (lease) => ((await this.run(this.sql.renew, [lease.id, lease.token, lease.leaseTime])).rowCount ?? 0) > 0,
       release: (lease) => this.run(this.sql.release, [lease.id, lease.token]),
@@ -430,7 +435,8 @@ export class PostgresStore implements SessionStore {
     this.takenRows.delete(id);
     if (fence === undefined) {
       // A just-minted record: no lease to check and no one to tell (no browser has its id yet).
-      await this.run(values === undefined ? this.sql.deleteNew : this.sql.insertNew, values === undefined ? [id] : [id, ...values]);
+      if (values === undefined) await this.run(this.sql.deleteNew, [id]);
+      else await this.firstWrites.add(id, values);
       return;
     }
     // A delete empties the row and keeps it, with its lease, until the lease is released.
@@ -484,8 +490,10 @@ function storeSql(table: string): StoreSql {
     release:
       `WITH emptied AS (DELETE FROM ${table} WHERE id = $1 AND lease_token = $2 AND data IS NULL RETURNING 1) ` +
       `UPDATE ${table} SET lease_token = NULL, lease_until = NULL WHERE id = $1 AND lease_token = $2 AND data IS NOT NULL`,
+    // Many rows in one statement: each parameter is an array, one element per record.
     insertNew:
-      `INSERT INTO ${table} (id, key, version, updated_at, expires, data) VALUES ($1, $2, $3, $4, $5, $6) ` +
+      `INSERT INTO ${table} (id, key, version, updated_at, expires, data) ` +
+      "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[]) " +
       "ON CONFLICT (id) DO UPDATE SET key = excluded.key, version = excluded.version, updated_at = excluded.updated_at, expires = excluded.expires, data = excluded.data",
     deleteNew: `DELETE FROM ${table} WHERE id = $1`,
     // The fence: applied only while the token holds the lease, and announced by the same statement.
@@ -507,6 +515,61 @@ function storeSql(table: string): StoreSql {
       `WITH made AS (INSERT INTO ${table} (id, key, version, updated_at, expires, data) VALUES ($1, '', 1, $2, $3, $4) ON CONFLICT (id) DO NOTHING RETURNING data) ` +
       `SELECT data FROM made UNION ALL SELECT data FROM ${table} WHERE id = $1`,
   };
+}
+
+/**
+ * Group commit of new records' first writes. A new session per request is the busiest path
+ * of a shared store, and each first write is an INSERT of its own otherwise: a round trip, a
+ * statement to plan and a commit (a WAL flush) per visitor. While one batch is in flight,
+ * the writes that arrive wait for it and then go together, as one statement and one commit;
+ * with nothing in flight a write goes at once. A failed batch fails each write in it.
+ */
+class FirstWrites {
+  #pending = new Map<string, { readonly values: unknown[]; readonly done: Array<{ resolve: () => void; reject: (error: unknown) => void }> }>();
+  #sending = false;
+
+  constructor(private readonly send: (columns: unknown[][]) => Promise<void>) {}
+
+  /** Resolves once a statement with the row `id`, `values` (key, version, updatedAt, expires, data) has committed. */
+  add(id: string, values: unknown[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      // The same record twice (a later write of it) in one statement would make ON CONFLICT fail: the later one wins.
+      const done = this.#pending.get(id)?.done ?? [];
+      done.push({ resolve, reject });
+      this.#pending.delete(id);
+      this.#pending.set(id, { values, done });
+      if (!this.#sending) this.#next();
+    });
+  }
+
+  #next(): void {
+    if (this.#pending.size === 0) {
+      this.#sending = false;
+      return;
+    }
+    let batch = this.#pending;
+    this.#pending = new Map();
+    if (batch.size > FIRST_WRITES_PER_STATEMENT) {
+      // Bounded, so one statement stays small: the rest go in the next.
+      const entries = [...batch];
+      batch = new Map(entries.slice(0, FIRST_WRITES_PER_STATEMENT));
+      this.#pending = new Map(entries.slice(FIRST_WRITES_PER_STATEMENT));
+    }
+    this.#sending = true;
+    // Column arrays for unnest(): ids, then each value's column.
+    const columns: unknown[][] = [[...batch.keys()], [], [], [], [], []];
+    for (const { values } of batch.values()) values.forEach((value, i) => columns[i + 1]!.push(value));
+    this.send(columns).then(
+      () => {
+        for (const { done } of batch.values()) for (const waiter of done) waiter.resolve();
+        this.#next();
+      },
+      (error: unknown) => {
+        for (const { done } of batch.values()) for (const waiter of done) waiter.reject(error);
+        this.#next();
+      },
+    );
+  }
 }
 
 /** The record in a row as the store reads it; `undefined` for no row or one without data (a lease, or deleted under one). */
