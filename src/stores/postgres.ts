@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { RecordChange } from "../change-feed.js";
 import { positive } from "../option-checks.js";
-import { formatChange, parseChange } from "./change-message.js";
+import { ChangeNotices, formatChange, type ChangeSubscription } from "./change-message.js";
 import { withDeadline } from "./deadline.js";
 import { leaseLostError, newLeaseToken, ownLease, RenewedLease, type LeaseBackend } from "./lease.js";
 import { CorruptRecordError, isStoredRecordHeader, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
@@ -233,8 +233,8 @@ export class PostgresStore implements SessionStore {
   private readonly takenRows = new Map<string, { readonly lease: RenewedLease; readonly row: Record<string, unknown> | undefined }>();
   /** Just-minted records' first writes, one statement for all that arrive while the previous one is in flight. */
   private readonly firstWrites: FirstWrites;
-  private readonly watchers = new Set<(change: RecordChange) => void>();
-  private following: Promise<ChangeListener> | undefined;
+  /** Other processes' changes, for the store's watchers: one `LISTEN` connection, opened by the first. */
+  private readonly notices = new ChangeNotices((onError, onMessage) => this.follow(onError, onMessage));
   private ready: Promise<void> | undefined;
   private tableChecked = false;
 
@@ -354,16 +354,8 @@ export class PostgresStore implements SessionStore {
    * itself. A write without a lease (a just-minted record's first) is not announced: no browser
    * has its id yet.
    */
-  async watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
-    this.following ??= this.follow(onError).catch((error: unknown) => {
-      this.following = undefined;
-      throw error;
-    });
-    await this.following;
-    this.watchers.add(listener);
-    return () => {
-      this.watchers.delete(listener);
-    };
+  watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
+    return this.notices.listen(listener, onError);
   }
 
   async secret(): Promise<string> {
@@ -382,10 +374,7 @@ export class PostgresStore implements SessionStore {
 
   /** Releases the leases this store still holds and the `LISTEN` connection. The pool stays open: the app owns it. */
   async close(): Promise<void> {
-    const following = this.following;
-    this.following = undefined;
-    this.watchers.clear();
-    await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), following?.then((listener) => listener.stop())]);
+    await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), this.notices.close()]);
   }
 
   /** Runs a statement once the table is known to exist. */
@@ -449,12 +438,9 @@ export class PostgresStore implements SessionStore {
   }
 
   /** Starts the `LISTEN` connection; resolves once it listens. */
-  private async follow(onError: (error: Error) => void): Promise<ChangeListener> {
+  private async follow(onError: (error: Error) => void, onMessage: (message: string) => void): Promise<ChangeSubscription> {
     if (!this.tableChecked) await this.ensureTable();
-    const listener = new ChangeListener(this.pool, this.db, this.channel, onError, (payload) => {
-      const change = parseChange(payload);
-      if (change !== undefined) for (const watcher of [...this.watchers]) watcher(change);
-    });
+    const listener = new ChangeListener(this.pool, this.db, this.channel, onError, onMessage);
     await listener.start();
     return listener;
   }

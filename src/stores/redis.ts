@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { RecordChange } from "../change-feed.js";
 import { positive } from "../option-checks.js";
-import { formatChange, parseChange } from "./change-message.js";
+import { ChangeNotices, formatChange, type ChangeSubscription } from "./change-message.js";
 import { withDeadline } from "./deadline.js";
 import { leaseLostError, newLeaseToken, ownLease, RenewedLease, type LeaseBackend } from "./lease.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
@@ -177,9 +177,8 @@ export class RedisStore implements SessionStore {
   private readonly client: RedisClientLike;
   private readonly subscriber: RedisSubscriberLike | undefined;
   private readonly channel: string;
-  private readonly watchers = new Set<(change: RecordChange) => void>();
-  /** The subscription all watchers share, opened by the first. */
-  private following: Promise<Following> | undefined;
+  /** Other processes' changes, for the store's watchers: one subscription, opened by the first. */
+  private readonly notices = new ChangeNotices((onError, onMessage) => this.follow(onError, onMessage));
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== "object" || options === null) {
@@ -241,16 +240,8 @@ export class RedisStore implements SessionStore {
    * Follows every process's writes through Redis pub/sub on `<prefix>changes`. A write
    * without a lease (a just-minted record's first) is not announced: no browser has its id yet.
    */
-  async watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
-    this.following ??= this.follow(onError).catch((error: unknown) => {
-      this.following = undefined;
-      throw error;
-    });
-    await this.following;
-    this.watchers.add(listener);
-    return () => {
-      this.watchers.delete(listener);
-    };
+  watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
+    return this.notices.listen(listener, onError);
   }
 
   /** Renames the record to `<prefix>quarantine:<id>:<ms>`, kept for `quarantineTtl` seconds. */
@@ -293,24 +284,17 @@ export class RedisStore implements SessionStore {
 
   /** Releases the leases this store still holds and the subscriber it opened. The client stays open: the app owns it. */
   async close(): Promise<void> {
-    const following = this.following;
-    this.following = undefined;
-    this.watchers.clear();
-    await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), following?.then((subscription) => subscription.stop())]);
+    await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), this.notices.close()]);
   }
 
   /** Subscribes to the change channel, on the app's subscriber or a duplicate of the client. */
-  private async follow(onError: (error: Error) => void): Promise<Following> {
+  private async follow(onError: (error: Error) => void, onMessage: (message: string) => void): Promise<ChangeSubscription> {
     let subscriber = this.subscriber;
     let owned: OwnedConnection | undefined;
     if (subscriber === undefined) {
       owned = duplicateOf(this.client, onError);
       subscriber = owned.subscriber;
     }
-    const onMessage = (message: string) => {
-      const change = parseChange(message);
-      if (change !== undefined) for (const watcher of [...this.watchers]) watcher(change);
-    };
     try {
       // The same guards as any command: fail at once while disconnected, never wait past commandTimeout.
       await this.redis.guard(async () => {
@@ -428,11 +412,6 @@ function storeError(error: unknown): Error {
   return new StoreUnavailableError(`persist-session: Redis failed: ${message}. Check that the server is running and reachable; requests succeed again once it is.`, {
     cause: error,
   });
-}
-
-/** A live subscription to the change channel. */
-interface Following {
-  stop(): Promise<void>;
 }
 
 /** A subscriber connection RedisStore opened itself, and so must close. */
