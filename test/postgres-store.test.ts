@@ -7,23 +7,16 @@
  */
 import type pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { CorruptRecordError, persist, persistSession, type PersistSessionOptions, type StoredRecord } from "../src/index.js";
-import { createTableSql, LeaseLostError, PostgresStore, StoreUnavailableError, type PostgresPoolLike, type PostgresStoreOptions } from "../src/postgres.js";
-import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
-import { EventReader } from "./helpers/sse.js";
+import { CorruptRecordError, type StoredRecord } from "../src/index.js";
+import { createTableSql, PostgresStore, StoreUnavailableError, type PostgresPoolLike, type PostgresStoreOptions } from "../src/postgres.js";
+import { eventually } from "./helpers/robustness.js";
 import { connectPostgres, dropPostgresSchema, postgresAvailable, postgresIds, uniquePostgresSchema } from "./helpers/stores.js";
+import { describeSharedStore } from "./suites/shared-store.js";
 
 const ID = "0b7c8a52-3f3e-4c1a-9d7e-2a1b3c4d5e6f";
 const OTHER_ID = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
 const MINUTE = 60_000;
 const TABLE = "persist_session";
-
-// Node-style application of @persist, so this file needs no decorator syntax.
-const Visits = persist("postgres-store-test-visits")(
-  class Visits {
-    count = 0;
-  },
-);
 
 function record(overrides: Partial<StoredRecord> = {}): StoredRecord {
   const now = Date.now();
@@ -53,6 +46,44 @@ function countingPool(pool: pg.Pool): PostgresPoolLike & { statements: string[] 
   };
 }
 
+// Leases, their fence and the change feed, as every shared store must show them.
+describe.skipIf(!postgresAvailable)("PostgresStore: the shared-store contract", () => {
+  let pool: pg.Pool;
+  beforeAll(() => {
+    pool = connectPostgres();
+  });
+  afterAll(async () => {
+    await pool?.end();
+  });
+  describeSharedStore({
+    store: "PostgresStore",
+    backend: "PostgreSQL",
+    create: async () => {
+      const schema = uniquePostgresSchema();
+      const table = `"${schema}"."${TABLE}"`;
+      // The table first, so the backend can be reached into before a store has made it.
+      await pool.query(`CREATE SCHEMA "${schema}"`);
+      await pool.query(createTableSql({ schema }));
+      const channel = `${schema}.${TABLE}`;
+      return {
+        open: (options) => new PostgresStore({ pool, schema, ...options }),
+        takeOver: async (id, token, ms) => {
+          await pool.query(
+            `INSERT INTO ${table} (id, lease_token, lease_until) VALUES ($1, $2, now() + $3 * interval '1 millisecond') ` +
+              "ON CONFLICT (id) DO UPDATE SET lease_token = excluded.lease_token, lease_until = excluded.lease_until",
+            [id, token, ms],
+          );
+        },
+        expire: async (id) => void (await pool.query(`UPDATE ${table} SET lease_until = now() - interval '1 second' WHERE id = $1`, [id])),
+        holder: async (id) => ((await pool.query(`SELECT lease_token FROM ${table} WHERE id = $1`, [id])).rows[0]?.lease_token as string | null | undefined) ?? undefined,
+        publish: async (message) => void (await pool.query("SELECT pg_notify($1, $2)", [channel, message])),
+        listeners: async () => (await pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = $1", [`LISTEN "${channel}"`])).rows[0].n as number,
+        cleanup: () => dropPostgresSchema(pool, schema),
+      };
+    },
+  });
+});
+
 describe.skipIf(!postgresAvailable)("PostgresStore", () => {
   let pool: pg.Pool;
   let schema: string;
@@ -65,9 +96,6 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
   };
   const table = () => `"${schema}"."${TABLE}"`;
   const row = async (id: string) => (await pool.query(`SELECT * FROM ${table()} WHERE id = $1`, [id])).rows[0] as Record<string, unknown> | undefined;
-  /** Takes over the lease of `id` as another process would: its own token, for `ms`. */
-  const takeOver = (id: string, token: string, ms = MINUTE) =>
-    pool.query(`UPDATE ${table()} SET lease_token = $2, lease_until = now() + $3 * interval '1 millisecond' WHERE id = $1`, [id, token, ms]);
 
   beforeAll(() => {
     pool = connectPostgres();
@@ -83,19 +111,6 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
     for (const opened of stores.splice(0)) await opened.close();
     await dropPostgresSchema(pool, schema);
   });
-
-  /** Sessions over `store` counting visits, after one visit: its cookie and record id. */
-  const visitedOnce = async (options: Partial<PersistSessionOptions>) => {
-    const sessions = persistSession({ secret: "postgres-store-test-secret-0123456789-abcdef", store, sweepInterval: 0, ...options });
-    const handler = sessions.fetch(async () => {
-      new Visits().count += 1;
-      return new Response("ok");
-    });
-    const first = await handler(new Request("http://localhost/"));
-    const cookie = first.headers.getSetCookie()[0]!.split(";")[0]!;
-    const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
-    return { sessions, handler, cookie, id };
-  };
 
   describe("the table", () => {
     it("creates its schema and table on first use, as createTableSql() says", async () => {
@@ -306,20 +321,6 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
   });
 
   describe("leases", () => {
-    it("grants a record's lease to one holder at a time", async () => {
-      const other = open();
-      const lease = (await store.lease(ID))!;
-      expect(lease.held).toBe(true);
-      expect(await other.lease(ID)).toBeUndefined();
-      await lease.release();
-      expect(lease.held).toBe(false);
-      const next = await other.lease(ID);
-      expect(next?.held).toBe(true);
-      await next!.release();
-      // A lease of a record that does not exist leaves no row once released.
-      expect(await row(ID)).toBeUndefined();
-    });
-
     it("returns the record with the lease, so reading it right after costs no second statement", async () => {
       await store.set(ID, record({ version: 4 }));
       const counting = countingPool(pool);
@@ -333,72 +334,6 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       expect(await counted.get(ID)).toMatchObject({ version: 5 });
       expect(counting.statements.length).toBeGreaterThan(taken + 1);
       await lease.release();
-    });
-
-    it("renews a held lease, so it outlives its lease time while its holder runs", async () => {
-      const short = open({ leaseTime: 300 });
-      const lease = (await short.lease(ID))!;
-      await delay(900);
-      expect(lease.held).toBe(true);
-      expect(await open().lease(ID)).toBeUndefined();
-      await short.set(ID, record(), lease);
-      expect(await short.get(ID)).toBeDefined();
-      await lease.release();
-    });
-
-    it("lets the lease of a holder that stopped renewing expire", async () => {
-      await store.set(ID, record());
-      // A holder that died: its token stays in the row until its time runs out.
-      await takeOver(ID, "dead-holder-token", 300);
-      expect(await store.lease(ID)).toBeUndefined();
-      await delay(400);
-      const lease = await store.lease(ID);
-      expect(lease?.held).toBe(true);
-      await lease!.release();
-    });
-
-    it("refuses a write, delete or quarantine under a lease another process has taken since", async () => {
-      await store.set(ID, record({ version: 1 }));
-      const lease = (await store.lease(ID))!;
-      // Its lease ran out (the holder was paused) and another process took one.
-      await takeOver(ID, "newer-holder-token");
-      await expect(store.set(ID, record({ version: 2 }), lease)).rejects.toThrow(LeaseLostError);
-      expect(lease.held).toBe(false);
-      await expect(store.delete(ID, lease)).rejects.toBeInstanceOf(StoreUnavailableError);
-      await expect(store.quarantine(ID, "x", lease)).rejects.toBeInstanceOf(LeaseLostError);
-      expect((await store.get(ID))?.version).toBe(1);
-      // Releasing a lost lease leaves the new holder's alone.
-      await lease.release();
-      expect((await row(ID))?.lease_token).toBe("newer-holder-token");
-    });
-
-    it("refuses a write under a lease that expired with no new holder", async () => {
-      await store.set(ID, record({ version: 1 }));
-      const lease = (await store.lease(ID))!;
-      // Expired in the database before this process could tell (it was paused): locally it still looks held.
-      await pool.query(`UPDATE ${table()} SET lease_until = now() - interval '1 second' WHERE id = $1`, [ID]);
-      expect(lease.held).toBe(true);
-      await expect(store.set(ID, record({ version: 2 }), lease)).rejects.toThrow(
-        /^persist-session: a write of record [0-9a-f-]{36} was refused because this process no longer held its lease \(it was paused or cut off from PostgreSQL for over 5000 ms\), so another process may have written since; nothing was written\. Retry the request; if pauses this long are expected, raise PostgresStore's leaseTime option\.$/,
-      );
-      expect((await store.get(ID))?.version).toBe(1);
-    });
-
-    it("refuses a lease issued for another record or by another store", async () => {
-      const lease = (await store.lease(ID))!;
-      await expect(store.set(OTHER_ID, record(), lease)).rejects.toThrow(TypeError);
-      await expect(open().set(ID, record(), lease)).rejects.toThrow(
-        `persist-session: PostgresStore was given a lease it did not issue for record ${ID}. Pass the lease from this store's lease(id).`,
-      );
-      await lease.release();
-    });
-
-    it("releases its leases on close", async () => {
-      const closing = open();
-      await closing.lease(ID);
-      expect((await row(ID))?.lease_token).toEqual(expect.any(String));
-      await closing.close();
-      expect(await row(ID)).toBeUndefined();
     });
 
     it("keeps a lease when its connections are closed: the lease is a row, not a connection's lock", async () => {
@@ -420,26 +355,6 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       }
     });
 
-    it("answers 503 after lockTimeout while another process holds the record, then serves once it is free", async () => {
-      const logger = capturingLogger();
-      const { sessions, handler, cookie, id } = await visitedOnce({ lockTimeout: 300, logger });
-      try {
-        await takeOver(id, "another-process");
-        const started = Date.now();
-        const blocked = await handler(new Request("http://localhost/", { headers: { cookie } }));
-        expect(blocked.status).toBe(503);
-        expect(Date.now() - started).toBeGreaterThanOrEqual(250);
-        expect(Date.now() - started).toBeLessThan(2000);
-        expect(logger.errors).toEqual([
-          "persist-session: a request waited 300 ms for another process serving the same browser to release its record. Send responses (or their headers) sooner, or raise the lockTimeout option.",
-        ]);
-        await pool.query(`UPDATE ${table()} SET lease_token = NULL, lease_until = NULL WHERE id = $1`, [id]);
-        expect((await handler(new Request("http://localhost/", { headers: { cookie } }))).status).toBe(200);
-        expect(await store.get(id)).toMatchObject({ version: 2 });
-      } finally {
-        await sessions.close();
-      }
-    });
   });
 
   describe("the sweep", () => {
@@ -584,59 +499,6 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       }
     };
 
-    it("hears every process's writes and deletes, on a LISTEN connection of its own that close() ends", async () => {
-      const watched = await collect(store);
-      expect(await listening(`${schema}.${TABLE}`)).toBe(1);
-      const writer = open(); // another process's store: same table, its own instance
-      await leasedWrite(writer, ID, record({ key: "cart", version: 4 }));
-      await leasedWrite(writer, OTHER_ID, "delete");
-      await eventually(() => watched.changes.length === 2, "both notices");
-      expect(watched.changes).toEqual([
-        { id: ID, key: "cart", version: 4 },
-        { id: OTHER_ID, key: "", version: 0 },
-      ]);
-
-      watched.stop();
-      await leasedWrite(writer, ID, record({ version: 5 }));
-      await delay(100);
-      expect(watched.changes).toHaveLength(2);
-      expect(watched.errors).toEqual([]);
-
-      await store.close();
-      expect(await listening(`${schema}.${TABLE}`)).toBe(0);
-    });
-
-    it("announces no write without a lease: that is a just-minted record no browser knows yet", async () => {
-      const watched = await collect(store);
-      const writer = open();
-      await writer.set(OTHER_ID, record({ version: 1 }));
-      await writer.delete(OTHER_ID);
-      await leasedWrite(writer, ID, record({ version: 3 }));
-      await eventually(() => watched.changes.length > 0, "the leased write's notice");
-      await delay(100);
-      expect(watched.changes).toEqual([{ id: ID, key: "cart", version: 3 }]);
-    });
-
-    it("publishes nothing for a write its lease fence refused", async () => {
-      const watched = await collect(store);
-      const lease = await store.lease(ID);
-      await takeOver(ID, "another-process");
-      await expect(store.set(ID, record(), lease)).rejects.toBeInstanceOf(LeaseLostError);
-      await delay(200);
-      expect(watched.changes).toEqual([]);
-    });
-
-    it("ignores notices on the channel that are not its own change notices", async () => {
-      const watched = await collect(store);
-      const channel = `${schema}.${TABLE}`;
-      for (const junk of ["nope", "{}", "null", JSON.stringify({ id: "../../etc/passwd", key: "x", version: 1 }), JSON.stringify({ id: ID, key: "x", version: -1 }), JSON.stringify({ id: ID, key: 7, version: 1 })]) {
-        await pool.query("SELECT pg_notify($1, $2)", [channel, junk]);
-      }
-      await pool.query("SELECT pg_notify($1, $2)", [channel, JSON.stringify({ id: ID, key: "x", version: 2 })]);
-      await eventually(() => watched.changes.length > 0, "the valid notice");
-      expect(watched.changes).toEqual([{ id: ID, key: "x", version: 2 }]);
-    });
-
     it("reconnects its LISTEN connection by itself when the server ends it, and reports the loss once", async () => {
       const watched = await collect(store);
       const channel = `${schema}.${TABLE}`;
@@ -649,23 +511,5 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       expect(watched.errors).toHaveLength(1);
     });
 
-    it("streams a change written by another process to this process's events stream within 1 s", async () => {
-      const { sessions, cookie, id } = await visitedOnce({ logger: capturingLogger() });
-      try {
-        const events = new EventReader(await sessions.fetchEvents(new Request("http://localhost/events", { headers: { cookie } })));
-        try {
-          expect((await events.next()).event).toBe("ready");
-          const stored = (await store.get(id))!;
-          // Another process writes version 2 into the table.
-          await leasedWrite(open(), id, { ...stored, version: 2 });
-          expect(await events.next(1000)).toMatchObject({ event: "change", data: JSON.stringify({ key: "postgres-store-test-visits", version: 2 }) });
-        } finally {
-          await events.close();
-        }
-      } finally {
-        await sessions.close();
-      }
-      expect(await listening(`${schema}.${TABLE}`)).toBe(0);
-    });
   });
 });
