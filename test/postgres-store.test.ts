@@ -11,7 +11,7 @@ import { CorruptRecordError, type StoredRecord } from "../src/index.js";
 import { createTableSql, PostgresStore, StoreUnavailableError, type PostgresPoolLike, type PostgresStoreOptions } from "../src/postgres.js";
 import { eventually } from "./helpers/robustness.js";
 import { connectPostgres, dropPostgresSchema, postgresAvailable, postgresIds, uniquePostgresSchema } from "./helpers/stores.js";
-import { describeSharedStore } from "./suites/shared-store.js";
+import { collectChanges, describeSharedStore, leasedWrite } from "./suites/shared-store.js";
 
 const ID = "0b7c8a52-3f3e-4c1a-9d7e-2a1b3c4d5e6f";
 const OTHER_ID = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
@@ -479,25 +479,7 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
   describe("change feed (live sync across processes)", () => {
     const listening = async (channel: string) =>
       (await pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query = $1", [`LISTEN "${channel}"`])).rows[0].n as number;
-    const collect = async (watched: PostgresStore) => {
-      const changes: unknown[] = [];
-      const errors: Error[] = [];
-      const stop = await watched.watch(
-        (change) => changes.push(change),
-        (error) => errors.push(error),
-      );
-      return { changes, errors, stop };
-    };
-    /** Writes as a process serving a known record does: under the record's lease. */
-    const leasedWrite = async (writer: PostgresStore, id: string, next: StoredRecord | "delete") => {
-      const lease = await writer.lease(id);
-      expect(lease).toBeDefined();
-      try {
-        await (next === "delete" ? writer.delete(id, lease) : writer.set(id, next, lease));
-      } finally {
-        await lease!.release();
-      }
-    };
+    const collect = collectChanges;
 
     it("reconnects its LISTEN connection by itself when the server ends it, and reports the loss once", async () => {
       const watched = await collect(store);

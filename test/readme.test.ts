@@ -53,42 +53,49 @@ it("does what the README says: changes are stored, nested ones too, and the rese
   expect(browser.cookies.size).toBe(0);
 });
 
+/** Writes a README example to two files under test/.generated and imports both: two app instances, as two processes would be. */
+async function importTwice<T>(example: string, name: string, exported: string): Promise<T[]> {
+  const generated = new URL("./.generated/", import.meta.url);
+  await mkdir(generated, { recursive: true });
+  const files = ["a", "b"].map((suffix) => new URL(`readme-${name}-${suffix}.ts`, generated));
+  for (const file of files) await writeFile(file, `${example}\nexport { ${exported} };\n`);
+  return Promise.all(files.map(async (file) => (await import(/* @vite-ignore */ file.href)) as T));
+}
+
+/** Four visits of one browser, alternating between the apps: each sees the one before. `visit.cookie` is the browser's cookie once set. */
+async function visitAlternately(apps: Array<{ sessions: Sessions }>, key: string, visit: { cookie: string }): Promise<void> {
+  const Visits = persist(key)(
+    class {
+      count = 0;
+    },
+  );
+  const handlers = apps.map(({ sessions }) =>
+    sessions.fetch(async () => {
+      const visits = new Visits();
+      visits.count += 1;
+      return new Response(String(visits.count));
+    }),
+  );
+  for (let i = 0; i < 4; i++) {
+    const response = await handlers[i % 2]!(new Request("http://localhost/", { headers: { cookie: visit.cookie } }));
+    expect(await response.text()).toBe(String(i + 1));
+    visit.cookie ||= response.headers.getSetCookie()[0]!.split(";")[0]!;
+  }
+}
+
 describe.skipIf(!redisAvailable)("README: Running on several processes", () => {
   it("runs the Redis setup as written: two app instances over one Redis share one browser's state", async () => {
     const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
     const section = readme.slice(readme.indexOf("## Running on several processes"));
     const example = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
     expect(example).toContain("new RedisStore({ client })");
-    const generated = new URL("./.generated/", import.meta.url);
-    await mkdir(generated, { recursive: true });
-    // Imported twice under two names: two app instances, as two processes would be.
-    const files = ["readme-redis-a.ts", "readme-redis-b.ts"].map((name) => new URL(name, generated));
-    for (const file of files) await writeFile(file, `${example!}\nexport { client };\n`);
     process.env.REDIS_URL = redisUrl;
-    const apps = await Promise.all(
-      files.map(async (file) => (await import(/* @vite-ignore */ file.href)) as { sessions: Sessions; client: { close(): Promise<void>; del(key: string): Promise<number> } }),
-    );
-    const Visits = persist("readme-redis-visits")(
-      class {
-        count = 0;
-      },
-    );
-    const handlers = apps.map(({ sessions }) =>
-      sessions.fetch(async () => {
-        const visits = new Visits();
-        visits.count += 1;
-        return new Response(String(visits.count));
-      }),
-    );
-    let cookie = "";
+    const apps = await importTwice<{ sessions: Sessions; client: { close(): Promise<void>; del(key: string): Promise<number> } }>(example!, "redis", "client");
+    const visit = { cookie: "" };
     try {
-      for (let i = 0; i < 4; i++) {
-        const response = await handlers[i % 2]!(new Request("http://localhost/", { headers: { cookie } }));
-        expect(await response.text()).toBe(String(i + 1));
-        cookie ||= response.headers.getSetCookie()[0]!.split(";")[0]!;
-      }
+      await visitAlternately(apps, "readme-redis-visits", visit);
     } finally {
-      const id = /=([0-9a-f-]{36})\./.exec(cookie)?.[1];
+      const id = /=([0-9a-f-]{36})\./.exec(visit.cookie)?.[1];
       if (id !== undefined) await apps[0]!.client.del(`persist-session:${id}`);
       for (const { sessions, client } of apps) {
         await sessions.close();
@@ -119,35 +126,13 @@ describe.skipIf(!postgresAvailable)("README: Running on several processes, Postg
     const admin = connectPostgres();
     const database = `persist_session_readme_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
     await admin.query(`CREATE DATABASE "${database}"`);
-    const generated = new URL("./.generated/", import.meta.url);
-    await mkdir(generated, { recursive: true });
-    // Imported twice under two names: two app instances, as two processes would be.
-    const files = ["readme-postgres-a.ts", "readme-postgres-b.ts"].map((name) => new URL(name, generated));
-    for (const file of files) await writeFile(file, `${example!}\nexport { pool };\n`);
     const url = new URL(postgresUrl);
     url.pathname = `/${database}`;
     process.env.DATABASE_URL = url.href;
     const apps: Array<{ sessions: Sessions; pool: { end(): Promise<void> } }> = [];
     try {
-      for (const file of files) apps.push((await import(/* @vite-ignore */ file.href)) as (typeof apps)[number]);
-      const Visits = persist("readme-postgres-visits")(
-        class {
-          count = 0;
-        },
-      );
-      const handlers = apps.map(({ sessions }) =>
-        sessions.fetch(async () => {
-          const visits = new Visits();
-          visits.count += 1;
-          return new Response(String(visits.count));
-        }),
-      );
-      let cookie = "";
-      for (let i = 0; i < 4; i++) {
-        const response = await handlers[i % 2]!(new Request("http://localhost/", { headers: { cookie } }));
-        expect(await response.text()).toBe(String(i + 1));
-        cookie ||= response.headers.getSetCookie()[0]!.split(";")[0]!;
-      }
+      apps.push(...(await importTwice<(typeof apps)[number]>(example!, "postgres", "pool")));
+      await visitAlternately(apps, "readme-postgres-visits", { cookie: "" });
       // One record, in the table the store made on first use under its default name.
       const check = connectPostgres(url.href);
       try {

@@ -8,7 +8,7 @@ import { CorruptRecordError, type StoredRecord } from "../src/index.js";
 import { RedisStore, StoreUnavailableError } from "../src/redis.js";
 import { eventually } from "./helpers/robustness.js";
 import { connectRedis, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
-import { describeSharedStore } from "./suites/shared-store.js";
+import { collectChanges, describeSharedStore, leasedWrite } from "./suites/shared-store.js";
 
 const ID = "0b7c8a52-3f3e-4c1a-9d7e-2a1b3c4d5e6f";
 const MINUTE = 60_000;
@@ -192,25 +192,7 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
 
   describe("change feed (live sync across processes)", () => {
     const subscribers = async () => ((await client.sendCommand(["PUBSUB", "NUMSUB", `${prefix}changes`])) as [string, number])[1];
-    const collect = async (watched: RedisStore) => {
-      const changes: unknown[] = [];
-      const errors: Error[] = [];
-      const stop = await watched.watch(
-        (change) => changes.push(change),
-        (error) => errors.push(error),
-      );
-      return { changes, errors, stop };
-    };
-    /** Writes as a process serving a known record does: under the record's lease. */
-    const leasedWrite = async (writer: RedisStore, id: string, next: StoredRecord | "delete") => {
-      const lease = await writer.lease(id);
-      expect(lease).toBeDefined();
-      try {
-        await (next === "delete" ? writer.delete(id, lease) : writer.set(id, next, lease));
-      } finally {
-        await lease!.release();
-      }
-    };
+    const collect = collectChanges;
 
     it("uses the app's subscriber when given one, and leaves it open on close", async () => {
       const subscriber = client.duplicate();

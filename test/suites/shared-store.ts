@@ -45,6 +45,28 @@ const OTHER_ID = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
 const MINUTE = 60_000;
 const SECRET = "shared-store-suite-secret-0123456789-abcdef";
 
+/** Collects what `watched` hears of other processes' changes, and of its failures. */
+export async function collectChanges(watched: SessionStore & Required<Pick<SessionStore, "watch">>) {
+  const changes: unknown[] = [];
+  const errors: Error[] = [];
+  const stop = await watched.watch(
+    (change) => changes.push(change),
+    (error) => errors.push(error),
+  );
+  return { changes, errors, stop };
+}
+
+/** Writes as a process serving a known record does: under the record's lease. */
+export async function leasedWrite(writer: SessionStore & Required<Pick<SessionStore, "lease">>, id: string, next: StoredRecord | "delete"): Promise<void> {
+  const lease = await writer.lease(id);
+  expect(lease).toBeDefined();
+  try {
+    await (next === "delete" ? writer.delete(id, lease) : writer.set(id, next, lease));
+  } finally {
+    await lease!.release();
+  }
+}
+
 function record(overrides: Partial<StoredRecord> = {}): StoredRecord {
   const now = Date.now();
   return { key: "cart", version: 1, updatedAt: now, expires: now + MINUTE, data: '[{"items":1},2]', ...overrides };
@@ -194,25 +216,7 @@ export function describeSharedStore(harness: SharedStoreHarness): void {
     });
 
     describe("change feed (live sync across processes)", () => {
-      const collect = async (watched: SharedStore) => {
-        const changes: unknown[] = [];
-        const errors: Error[] = [];
-        const stop = await watched.watch(
-          (change) => changes.push(change),
-          (error) => errors.push(error),
-        );
-        return { changes, errors, stop };
-      };
-      /** Writes as a process serving a known record does: under the record's lease. */
-      const leasedWrite = async (writer: SharedStore, id: string, next: StoredRecord | "delete") => {
-        const lease = await writer.lease(id);
-        expect(lease).toBeDefined();
-        try {
-          await (next === "delete" ? writer.delete(id, lease) : writer.set(id, next, lease));
-        } finally {
-          await lease!.release();
-        }
-      };
+      const collect = collectChanges;
 
       it("hears every process's writes and deletes, on a connection of its own that close() ends", async () => {
         const watched = await collect(store);
