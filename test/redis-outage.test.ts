@@ -18,7 +18,7 @@ import { nodeApp } from "./fixtures/app.js";
 import * as standard from "./fixtures/standard.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
 import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
-import { freePort, timedPost, type Outcome } from "./helpers/outage.js";
+import { freePort, requestsThroughOutage, timedPost } from "./helpers/outage.js";
 import { EventReader } from "./helpers/sse.js";
 import { connectRedis, type TestRedisClient } from "./helpers/stores.js";
 
@@ -119,30 +119,8 @@ describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
   it("answers 503 while Redis is down, never hangs, and recovers without restarting the app", async () => {
     const browser = new Browser(server.url);
     expect((await post(browser, "/inc")).status).toBe(200);
-    const outcomes: Array<Outcome & { at: number }> = [];
-    const started = Date.now();
-    let running = true;
-    // Three overlapping streams with one cookie: the in-process queue sees the outage too.
-    const streams = Array.from({ length: 3 }, async () => {
-      while (running) {
-        outcomes.push({ ...(await post(browser, "/inc")), at: Date.now() - started });
-        await delay(20);
-      }
-    });
-
-    let restartedAt = 0;
-    try {
-      await delay(300);
-      await redis.stop();
-      await delay(2000);
-    } finally {
-      await redis.start();
-      restartedAt = Date.now() - started;
-    }
-    // Back without restarting the app: the client reconnects, requests succeed.
-    await eventually(() => outcomes.filter((outcome) => outcome.at > restartedAt && outcome.status === 200).length >= 5, "requests to succeed again", 10_000);
-    running = false;
-    await Promise.all(streams);
+    // The client reconnects by itself once Redis is back.
+    const { outcomes, restartedAt } = await requestsThroughOutage((path) => post(browser, path), redis, { recoveryMs: 10_000 });
 
     expect(outcomes.filter((outcome) => outcome.status !== 200 && outcome.status !== 503)).toEqual([]);
     expect(outcomes.some((outcome) => outcome.status === 503)).toBe(true);

@@ -1,5 +1,6 @@
 import net from "node:net";
 import type { Browser } from "./http.js";
+import { delay, eventually } from "./robustness.js";
 
 /** What the outage suites (test/redis-outage.test.ts, test/postgres-outage.test.ts) record of each request. */
 export interface Outcome {
@@ -30,4 +31,53 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** What {@link requestsThroughOutage} saw: every request, when it ended, and when the backend was back. */
+export interface OutageRun {
+  readonly outcomes: Array<Outcome & { readonly at: number }>;
+  /** Milliseconds from the start to the backend's restart. */
+  readonly restartedAt: number;
+  /** Milliseconds from the start to the backend's stop. */
+  readonly stoppedAt: number;
+}
+
+/**
+ * Three overlapping streams of POST `path` with one browser's cookie (so the in-process queue
+ * sees the outage too), while the backend is stopped for `downMs` and started again; ends once
+ * `recovered` requests succeeded after the restart.
+ */
+export async function requestsThroughOutage(
+  post: (path: string) => Promise<Outcome>,
+  backend: { stop(): Promise<void>; start(): Promise<void> },
+  { path = "/inc", downMs = 2000, recovered = 5, recoveryMs = 15_000 } = {},
+): Promise<OutageRun> {
+  const outcomes: Array<Outcome & { at: number }> = [];
+  const started = Date.now();
+  let running = true;
+  const streams = Array.from({ length: 3 }, async () => {
+    while (running) {
+      outcomes.push({ ...(await post(path)), at: Date.now() - started });
+      await delay(20);
+    }
+  });
+  let stoppedAt = 0;
+  let restartedAt = 0;
+  try {
+    try {
+      await delay(300);
+      stoppedAt = Date.now() - started;
+      await backend.stop();
+      await delay(downMs);
+    } finally {
+      await backend.start();
+      restartedAt = Date.now() - started;
+    }
+    // Back without restarting the app: requests succeed again.
+    await eventually(() => outcomes.filter((outcome) => outcome.at > restartedAt && outcome.status === 200).length >= recovered, "requests to succeed again", recoveryMs);
+  } finally {
+    running = false;
+    await Promise.all(streams);
+  }
+  return { outcomes, restartedAt, stoppedAt };
 }
