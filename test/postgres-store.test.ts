@@ -204,6 +204,27 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       expect(await store.get(ids[7]!)).toMatchObject({ version: 1, data: "[00000007]" });
     });
 
+    it("writes records under their leases together in one statement, each checked against its own lease and announced only if applied", async () => {
+      const ids = Array.from({ length: 10 }, (_, i) => `${String(i).padStart(8, "0")}-3f3e-4c1a-9d7e-2a1b3c4d5e6f`);
+      for (const id of ids) await store.set(id, record({ version: 1 }));
+      const counting = countingPool(pool);
+      const writer = open({ pool: counting });
+      const leases = await Promise.all(ids.map((id) => writer.lease(id)));
+      // Another process took the lease of the fourth record since.
+      await pool.query(`UPDATE ${table()} SET lease_token = 'another-process' WHERE id = $1`, [ids[3]]);
+      const watched = await collectChanges(store);
+      const outcomes = await Promise.all(ids.map((id, i) => writer.set(id, record({ version: 2 }), leases[i]).then(() => "stored", (error: Error) => error.name)));
+      expect(outcomes).toEqual(ids.map((_, i) => (i === 3 ? "LeaseLostError" : "stored")));
+      expect(counting.statements.filter((text) => text.includes("pg_notify")).length).toBeLessThanOrEqual(3);
+      expect((await store.get(ids[3]!))?.version).toBe(1);
+      expect((await store.get(ids[4]!))?.version).toBe(2);
+      await eventually(() => watched.changes.length === 9, "the nine applied writes' notices");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(watched.changes).toHaveLength(9);
+      expect(watched.changes).not.toContainEqual(expect.objectContaining({ id: ids[3] }));
+      for (const lease of leases) await lease?.release();
+    });
+
     it("fails every write of a batch that PostgreSQL refuses, and the next batch stands on its own", async () => {
       await store.get(ID);
       const first = store.set(OTHER_ID, record()); // in flight: the next two wait and go together

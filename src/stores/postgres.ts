@@ -120,8 +120,8 @@ const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5000;
 /** The first key of every advisory lock this store takes (the second is a hash of what it guards): "ps" in ASCII, unlikely to meet an app's. */
 const ADVISORY_LOCK_CLASS = 0x7073;
-/** The most new records one statement writes. */
-const FIRST_WRITES_PER_STATEMENT = 100;
+/** The most rows one grouped write statement carries. */
+const ROWS_PER_STATEMENT = 100;
 /** The generated secret's row; record ids are UUIDs and never meet it. */
 const SECRET_ID = "secret";
 /** An expiry the sweep never reaches. */
@@ -235,7 +235,9 @@ export class PostgresStore implements SessionStore {
    */
   private readonly takenRows = new Map<string, { readonly lease: RenewedLease; readonly row: Record<string, unknown> | undefined }>();
   /** Just-minted records' first writes, one statement for all that arrive while the previous one is in flight. */
-  private readonly firstWrites: FirstWrites;
+  private readonly firstWrites: GroupedWrites<void>;
+  /** Writes under a lease, grouped the same way; each row's outcome is whether its fence held. */
+  private readonly fencedWrites: GroupedWrites<boolean>;
   /** Other processes' changes, for the store's watchers: one `LISTEN` connection, opened by the first. */
   private readonly notices = new ChangeNotices((onError, onMessage) => this.follow(onError, onMessage));
   private ready: Promise<void> | undefined;
@@ -272,7 +274,15 @@ export class PostgresStore implements SessionStore {
     const timeout = positive("statementTimeout", options.statementTimeout, DEFAULT_STATEMENT_TIMEOUT_MS);
     this.db = new PostgresStatements(pool, timeout, this.table);
     this.sql = storeSql(this.table);
-    this.firstWrites = new FirstWrites((rows) => this.run(this.sql.insertNew, rows).then(() => undefined));
+    this.firstWrites = new GroupedWrites<void>(async (columns) => {
+      await this.run(this.sql.insertNew, columns);
+      return () => undefined;
+    });
+    this.fencedWrites = new GroupedWrites(async (columns) => {
+      const { rows } = await this.run(this.sql.fencedWrite, [...columns, this.channel]);
+      const applied = new Set(rows.map((row) => row["id"]));
+      return (id) => applied.has(id);
+    });
     this.leaseBackend = {
       renew: async (lease) => ((await this.run(this.sql.renew, [lease.id, lease.token, lease.leaseTime])).rowCount ?? 0) > 0,
       release: (lease) => this.run(this.sql.release, [lease.id, lease.token]),
@@ -445,8 +455,7 @@ export class PostgresStore implements SessionStore {
       return;
     }
     // A delete empties the row and keeps it, with its lease, until the lease is released.
-    const { rowCount } = await this.run(this.sql.fencedWrite, [id, fence.token, ...(values ?? [null, null, null, 0, null]), this.channel, formatChange(change)]);
-    if (rowCount !== 1) throw this.leaseLost(id, fence);
+    if (!(await this.fencedWrites.add(id, [fence.token, ...(values ?? [null, null, null, 0, null]), formatChange(change)]))) throw this.leaseLost(id, fence);
   }
 
   private leaseLost(id: string, lease: RenewedLease): Error {
@@ -498,10 +507,14 @@ function storeSql(table: string): StoreSql {
       "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[]) " +
       "ON CONFLICT (id) DO UPDATE SET key = excluded.key, version = excluded.version, updated_at = excluded.updated_at, expires = excluded.expires, data = excluded.data",
     deleteNew: `DELETE FROM ${table} WHERE id = $1`,
-    // The fence: applied only while the token holds the lease, and announced by the same statement.
+    // The fence: each row is applied only while its token holds its lease, and announced by the
+    // same statement; the ids returned are the writes that were applied.
     fencedWrite:
-      `WITH written AS (UPDATE ${table} SET key = $3, version = $4, updated_at = $5, expires = $6, data = $7 WHERE id = $1 AND ${leaseHeld} RETURNING 1) ` +
-      "SELECT pg_notify($8, $9) FROM written",
+      "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[]) " +
+      "AS w (id, token, key, version, updated_at, expires, data, notice)), " +
+      `written AS (UPDATE ${table} AS r SET key = w.key, version = w.version, updated_at = w.updated_at, expires = w.expires, data = w.data ` +
+      "FROM incoming AS w WHERE r.id = w.id AND r.lease_token = w.token AND r.lease_until > now() RETURNING r.id, w.notice) " +
+      "SELECT id, pg_notify($9, notice) FROM written",
     // Copies the record to its quarantine row and empties its own (keeping the lease); held = 0 under a lease: the fence refused.
     quarantine:
       `WITH source AS (SELECT id, key, version, updated_at, data FROM ${table} WHERE id = $1 AND ($2::text IS NULL OR ${leaseHeld}) FOR UPDATE), ` +
@@ -520,26 +533,28 @@ function storeSql(table: string): StoreSql {
 }
 
 /**
- * Group commit of new records' first writes. A new session per request is the busiest path
- * of a shared store, and each first write is an INSERT of its own otherwise: a round trip, a
- * statement to plan and a commit (a WAL flush) per visitor. While one batch is in flight,
- * the writes that arrive wait for it and then go together, as one statement and one commit;
- * with nothing in flight a write goes at once. A failed batch fails each write in it.
+ * Group commit of row writes: while one statement of writes is in flight, the writes that
+ * arrive wait for it and then go together, as one statement (each column an array for
+ * `unnest`) and one commit; with nothing in flight a write goes at once. A commit is a WAL
+ * flush, and a commit that sends NOTIFY also holds the database's notification lock until it
+ * is flushed, so commits that notify run one at a time across every process: per statement,
+ * not per record, they are shared. `send` resolves with each row's outcome; a failed
+ * statement fails every write in it.
  */
-class FirstWrites {
-  #pending = new Map<string, { readonly values: unknown[]; readonly done: Array<{ resolve: () => void; reject: (error: unknown) => void }> }>();
+class GroupedWrites<R> {
+  #pending = new Map<string, { readonly values: unknown[]; readonly waiters: Array<{ resolve: (outcome: R) => void; reject: (error: unknown) => void }> }>();
   #sending = false;
 
-  constructor(private readonly send: (columns: unknown[][]) => Promise<void>) {}
+  constructor(private readonly send: (columns: unknown[][]) => Promise<(id: string) => R>) {}
 
-  /** Resolves once a statement with the row `id`, `values` (key, version, updatedAt, expires, data) has committed. */
-  add(id: string, values: unknown[]): Promise<void> {
+  /** Resolves with the outcome of the row `id`, `values` (one per column after the id) once a statement with it has committed. */
+  add(id: string, values: unknown[]): Promise<R> {
     return new Promise((resolve, reject) => {
-      // The same record twice (a later write of it) in one statement would make ON CONFLICT fail: the later one wins.
-      const done = this.#pending.get(id)?.done ?? [];
-      done.push({ resolve, reject });
+      // One row twice in one statement would fail it (ON CONFLICT, UPDATE … FROM): the later write wins, and both hear its outcome.
+      const waiters = this.#pending.get(id)?.waiters ?? [];
+      waiters.push({ resolve, reject });
       this.#pending.delete(id);
-      this.#pending.set(id, { values, done });
+      this.#pending.set(id, { values, waiters });
       if (!this.#sending) this.#next();
     });
   }
@@ -551,23 +566,23 @@ class FirstWrites {
     }
     let batch = this.#pending;
     this.#pending = new Map();
-    if (batch.size > FIRST_WRITES_PER_STATEMENT) {
+    if (batch.size > ROWS_PER_STATEMENT) {
       // Bounded, so one statement stays small: the rest go in the next.
       const entries = [...batch];
-      batch = new Map(entries.slice(0, FIRST_WRITES_PER_STATEMENT));
-      this.#pending = new Map(entries.slice(FIRST_WRITES_PER_STATEMENT));
+      batch = new Map(entries.slice(0, ROWS_PER_STATEMENT));
+      this.#pending = new Map(entries.slice(ROWS_PER_STATEMENT));
     }
     this.#sending = true;
-    // Column arrays for unnest(): ids, then each value's column.
-    const columns: unknown[][] = [[...batch.keys()], [], [], [], [], []];
-    for (const { values } of batch.values()) values.forEach((value, i) => columns[i + 1]!.push(value));
+    // Column arrays for unnest(): the ids, then each value's column.
+    const columns: unknown[][] = [[...batch.keys()]];
+    for (const { values } of batch.values()) values.forEach((value, i) => (columns[i + 1] ??= []).push(value));
     this.send(columns).then(
-      () => {
-        for (const { done } of batch.values()) for (const waiter of done) waiter.resolve();
+      (outcome) => {
+        for (const [id, { waiters }] of batch) for (const waiter of waiters) waiter.resolve(outcome(id));
         this.#next();
       },
       (error: unknown) => {
-        for (const { done } of batch.values()) for (const waiter of done) waiter.reject(error);
+        for (const { waiters } of batch.values()) for (const waiter of waiters) waiter.reject(error);
         this.#next();
       },
     );
