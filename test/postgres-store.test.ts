@@ -357,6 +357,19 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       await lease.release();
     });
 
+    it("takes a lease again right after releasing it, without meeting its own release on another connection", async () => {
+      await store.set(ID, record());
+      let lease = (await store.lease(ID))!;
+      for (let i = 0; i < 20; i++) {
+        // As the library does once a record is idle: the release is not awaited before the next request asks.
+        void lease.release();
+        const again = await store.lease(ID);
+        expect(again?.held).toBe(true);
+        lease = again!;
+      }
+      await lease.release();
+    });
+
     it("keeps a lease when its connections are closed: the lease is a row, not a connection's lock", async () => {
       const application = `lease-test-${schema}`;
       const own = connectPostgres(undefined, { application_name: application });

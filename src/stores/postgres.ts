@@ -227,6 +227,12 @@ export class PostgresStore implements SessionStore {
   private readonly channel: string;
   private readonly sql: StoreSql;
   private readonly leases = new Set<RenewedLease>();
+  /**
+   * Releases in flight, by record. The library releases a lease once the record is idle and may
+   * ask for it again at once; on another pooled connection that request can reach the table
+   * before the release, find this process's own old token there, and back off. It waits instead.
+   */
+  private readonly releasing = new Map<string, Promise<unknown>>();
   private readonly leaseBackend: LeaseBackend;
   /**
    * The row each lease returned when it was taken, until the holder reads it: the library takes
@@ -285,7 +291,15 @@ export class PostgresStore implements SessionStore {
     });
     this.leaseBackend = {
       renew: async (lease) => ((await this.run(this.sql.renew, [lease.id, lease.token, lease.leaseTime])).rowCount ?? 0) > 0,
-      release: (lease) => this.run(this.sql.release, [lease.id, lease.token]),
+      release: (lease) => {
+        const released = this.run(this.sql.release, [lease.id, lease.token]);
+        this.releasing.set(lease.id, released);
+        const forget = () => {
+          if (this.releasing.get(lease.id) === released) this.releasing.delete(lease.id);
+        };
+        released.then(forget, forget);
+        return released;
+      },
       ended: (lease) => {
         this.leases.delete(lease);
         if (this.takenRows.get(lease.id)?.lease === lease) this.takenRows.delete(lease.id);
@@ -333,6 +347,7 @@ export class PostgresStore implements SessionStore {
    * process holds it. The statement also returns the record, which the next {@link get} uses.
    */
   async lease(id: string): Promise<Lease | undefined> {
+    await this.releasing.get(id)?.catch(() => undefined);
     const token = newLeaseToken();
     const startedAt = Date.now();
     let result: PostgresQueryResultLike;
