@@ -30,7 +30,7 @@ if (command === "snapshot") {
   const libraries = [a, b].map((name) => join(AB_DIR, name));
   for (const library of libraries) if (!existsSync(library)) throw new Error(`no snapshot ${library}; run "snapshot" first`);
   const ids = variantIds.length > 0 ? variantIds : ["ps-memory-http", "ps-file-http"];
-  const withRedis = (id) => ({ id, redis: id.includes("redis") });
+  const withRedis = (id) => ({ id, redis: id.includes("redis"), postgres: id.includes("postgres") });
   const variants = ids.filter((id) => id.startsWith("ps-")).map(withRedis);
   const references = ids.filter((id) => !id.startsWith("ps-")).map(withRedis);
   const scenarios = (process.env.BENCH_SCENARIOS ?? "hot,new").split(",").map((id) => ({ id }));

@@ -119,7 +119,7 @@ export function markdownTable(header, rows) {
 
 /** Name@version of the packages the bench compares, read from the installed copies. */
 export function packageVersions() {
-  const names = ["express", "express-session", "session-file-store", "connect-redis", "redis", "iron-session", "autocannon"];
+  const names = ["express", "express-session", "session-file-store", "connect-redis", "redis", "connect-pg-simple", "pg", "iron-session", "autocannon"];
   const versions = names.map((name) => {
     const file = join(BENCH_DIR, "node_modules", name, "package.json");
     return `${name}@${existsSync(file) ? JSON.parse(readFileSync(file, "utf8")).version : "missing"}`;
@@ -129,7 +129,7 @@ export function packageVersions() {
 }
 
 const RESULTS_FILE = join(BENCH_DIR, "RESULTS.md");
-const SECTIONS = ["meta", "http", "micro", "scale"];
+const SECTIONS = ["meta", "http", "postgres", "micro", "scale"];
 
 /**
  * Replaces one section of bench/RESULTS.md, keeping the others, so `npm run bench -- scale`

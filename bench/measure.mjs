@@ -9,6 +9,7 @@ export const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 export const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 export const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+export const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 
 /** Runs autocannon and collects every response time itself: autocannon's histograms keep whole milliseconds. */
 export async function load(port, { duration, cookie, path = "/" }) {
@@ -61,6 +62,21 @@ async function deleteKeys(prefix) {
   }
 }
 
+/** Drops a finished server's schema (its records, connect-pg-simple's sessions); reports a failure, never throws. */
+export async function dropPostgresSchema(schema) {
+  const { default: pg } = await import("pg");
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  } catch (error) {
+    console.error(`bench: could not drop schema ${schema}: ${error.message}`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /**
  * Writes out the record files earlier measurements left dirty in the page cache, so that they
  * are not flushed during the next one: an fsync on ext4 commits the file system's whole pending
@@ -102,8 +118,9 @@ export async function measure(variant, scenario, round, { library } = {}) {
   const tag = `${variant.id}-${scenario.id}-r${round}${library ? `-${library.split("/").pop()}` : ""}`;
   const dataDir = join(runFolder(), tag);
   const redisPrefix = `persist-session-bench:${process.pid}:${tag}:`;
+  const postgresSchema = `bench_${process.pid}_${tag}`.toLowerCase().replace(/[^a-z0-9_]/g, "_").slice(0, 63);
   const server = startChild(join(BENCH_DIR, "server.mjs"), [variant.id, dataDir], {
-    env: { BENCH_REDIS_PREFIX: redisPrefix, ...(library ? { BENCH_LIBRARY: library } : {}) },
+    env: { BENCH_REDIS_PREFIX: redisPrefix, BENCH_POSTGRES_SCHEMA: postgresSchema, ...(library ? { BENCH_LIBRARY: library } : {}) },
   });
   try {
     const port = await server.ready;
@@ -138,6 +155,7 @@ export async function measure(variant, scenario, round, { library } = {}) {
     // The data stays until the run ends (run.mjs and ab.mjs remove the run's folder): deleted
     // files slow the next measurement's file creations (see runFolder).
     if (variant.redis) await deleteRedisKeys(redisPrefix);
+    if (variant.postgres) await dropPostgresSchema(postgresSchema);
   }
 }
 

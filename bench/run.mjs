@@ -4,24 +4,26 @@
 //
 //   npm run bench                 everything (http, micro, scale)
 //   npm run bench -- http         only the HTTP table      (also: micro, scale, profile)
+//   npm run bench -- postgres     the PostgreSQL rows and their references, in a section of their own
 //   BENCH_DURATION=2 npm run bench -- http    a smoke run (seconds per variant and round)
 //
 // Environment: BENCH_DURATION (s, default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS
 // (default 10), BENCH_WARMUP (s, default 1), BENCH_VARIANTS (comma-separated ids to keep),
-// BENCH_REDIS_URL (default redis://127.0.0.1:6379). Traffic goes to 127.0.0.1 only.
+// BENCH_REDIS_URL (default redis://127.0.0.1:6379), BENCH_POSTGRES_URL (default
+// postgres://postgres@127.0.0.1:5432/test). Traffic goes to 127.0.0.1 only.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
 import os from "node:os";
 import { BENCH_DIR, DATA_DIR, ROOT_DIR, formatNumber, markdownTable, median, packageVersions, writeResultsSection } from "./lib.mjs";
-import { CONNECTIONS, DURATION, REDIS_URL, WARMUP, measure } from "./measure.mjs";
+import { CONNECTIONS, DURATION, POSTGRES_URL, REDIS_URL, WARMUP, measure } from "./measure.mjs";
 
 const parts = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));
 const wanted = new Set(parts.length === 0 ? ["http", "micro", "scale"] : parts);
 for (const part of wanted) {
-  if (!["http", "micro", "scale", "profile"].includes(part)) {
-    console.error(`bench: unknown part "${part}". Use http, micro, scale or profile.`);
+  if (!["http", "postgres", "micro", "scale", "profile"].includes(part)) {
+    console.error(`bench: unknown part "${part}". Use http, postgres, micro, scale or profile.`);
     process.exit(2);
   }
 }
@@ -38,9 +40,12 @@ const VARIANTS = [
   { id: "ps-memory-express", label: "persist-session MemoryStore · Express" },
   { id: "ps-file-express", label: "persist-session FileStore · Express" },
   { id: "ps-redis-express", label: "persist-session RedisStore · Express", redis: true, redisStore: true },
+  { id: "ps-postgres-http", label: "persist-session PostgresStore · node:http", postgres: true, postgresStore: true },
+  { id: "ps-postgres-express", label: "persist-session PostgresStore · Express", postgres: true, postgresStore: true },
   { id: "es-memory", label: "express-session MemoryStore · Express" },
   { id: "es-file", label: "express-session + session-file-store · Express" },
   { id: "es-redis", label: "express-session + connect-redis · Express", redis: true },
+  { id: "es-postgres", label: "express-session + connect-pg-simple · Express", postgres: true },
   { id: "iron-http", label: "iron-session (sealed cookie) · node:http" },
 ];
 const SCENARIOS = [
@@ -57,10 +62,13 @@ function prepare() {
   execFileSync("npm", ["run", "build", "--silent"], { cwd: ROOT_DIR, stdio: "inherit" });
 }
 
-function redisReachable() {
-  const { hostname, port } = new URL(REDIS_URL);
+/** The variants of `npm run bench -- postgres`: the PostgreSQL rows, the ceiling and express-session without a store to read them against. */
+const POSTGRES_PART = ["bare-http", "ps-postgres-http", "ps-postgres-express", "es-memory", "es-postgres"];
+
+function reachable(url, defaultPort) {
+  const { hostname, port } = new URL(url);
   return new Promise((resolve) => {
-    const socket = createConnection({ host: hostname, port: Number(port || 6379) });
+    const socket = createConnection({ host: hostname, port: Number(port || defaultPort) });
     socket.setTimeout(1000, () => {
       socket.destroy();
       resolve(false);
@@ -73,23 +81,30 @@ function redisReachable() {
   });
 }
 
-/** Whether `persist-session/redis` is built and exported by this working tree. */
-function redisStoreBuilt() {
+/** Whether `persist-session/<entry>` is built and exported by this working tree. */
+function entryBuilt(entry) {
   const pkg = JSON.parse(readFileSync(join(ROOT_DIR, "package.json"), "utf8"));
-  return existsSync(join(ROOT_DIR, "dist", "redis.js")) && pkg.exports?.["./redis"] !== undefined;
+  return existsSync(join(ROOT_DIR, "dist", `${entry}.js`)) && pkg.exports?.[`./${entry}`] !== undefined;
 }
 
-async function runHttp() {
-  const filter = process.env.BENCH_VARIANTS?.split(",").map((id) => id.trim());
+/** The HTTP comparison over `ids` (all variants when undefined), written to RESULTS.md's `section`. */
+async function runHttp(ids, section, heading) {
+  const filter = process.env.BENCH_VARIANTS?.split(",").map((id) => id.trim()) ?? ids;
   const notes = [];
   let variants = VARIANTS.filter((variant) => filter === undefined || filter.includes(variant.id));
-  if (variants.some((variant) => variant.redis) && !(await redisReachable())) {
-    notes.push(`Redis at ${REDIS_URL} did not answer: the Redis variants were skipped.`);
-    variants = variants.filter((variant) => !variant.redis);
-  }
-  if (variants.some((variant) => variant.redisStore) && !redisStoreBuilt()) {
-    notes.push("persist-session/redis is not built or exported yet: the RedisStore variants were skipped.");
-    variants = variants.filter((variant) => !variant.redisStore);
+  for (const [backend, url, defaultPort, entry] of [
+    ["redis", REDIS_URL, 6379, "redis"],
+    ["postgres", POSTGRES_URL, 5432, "postgres"],
+  ]) {
+    const name = backend === "redis" ? "Redis" : "PostgreSQL";
+    if (variants.some((variant) => variant[backend]) && !(await reachable(url, defaultPort))) {
+      notes.push(`${name} at ${url} did not answer: the ${name} variants were skipped.`);
+      variants = variants.filter((variant) => !variant[backend]);
+    }
+    if (variants.some((variant) => variant[`${backend}Store`]) && !entryBuilt(entry)) {
+      notes.push(`persist-session/${entry} is not built or exported yet: its variants were skipped.`);
+      variants = variants.filter((variant) => !variant[`${backend}Store`]);
+    }
   }
   const runs = new Map(variants.map((variant) => [variant.id, { hot: [], new: [] }]));
   const total = ROUNDS * variants.length * SCENARIOS.length;
@@ -159,10 +174,12 @@ async function runHttp() {
       }),
     ]),
   );
-  const targets = evaluateTargets(summary);
+  // A partial run lists only the targets it measured.
+  const targets = evaluateTargets(summary).filter((target) => ids === undefined || target.met !== undefined);
   const markdown = [
-    "## HTTP: read a counter, add one, save",
+    heading,
     "",
+    ...(ids === undefined ? [] : [`Measured ${new Date().toISOString().slice(0, 10)} (Node ${process.version}), apart from the full table above.`, ""]),
     `${CONNECTIONS} connections, ${DURATION} s per variant and scenario after a ${WARMUP} s warm-up, ${ROUNDS} rounds interleaved ` +
       "(every variant once per round, order reversed every other round), each server in its own child process, autocannon on 127.0.0.1. " +
       "req/s, p50 and p99 are medians over the rounds; latencies are measured per response (not autocannon's whole-millisecond histogram). " +
@@ -183,7 +200,7 @@ async function runHttp() {
     markdownTable(["target", "measured", "met"], targets.map((t) => [t.name, t.measured, t.met === undefined ? "n/a" : t.met ? "yes" : "**no**"])),
   ].join("\n");
   console.log(`\n${markdown}\n`);
-  writeResultsSection("http", markdown);
+  writeResultsSection(section, markdown);
 }
 
 function evaluateTargets(summary) {
@@ -210,10 +227,13 @@ function evaluateTargets(summary) {
   ratioTarget("MemoryStore (node:http) new ≥ 2× express-session MemoryStore", "ps-memory-http", "es-memory", "new", 2);
   zeroLost("RedisStore (node:http) hot session: 0 lost", "ps-redis-http");
   ratioTarget("RedisStore (node:http) new ≥ 1× connect-redis", "ps-redis-http", "es-redis", "new", 1);
+  zeroLost("PostgresStore (node:http) hot session: 0 lost", "ps-postgres-http");
+  ratioTarget("PostgresStore (node:http) new ≥ 2× connect-pg-simple", "ps-postgres-http", "es-postgres", "new", 2);
   for (const [store, es] of [
     ["memory", "es-memory"],
     ["file", "es-file"],
     ["redis", "es-redis"],
+    ["postgres", "es-postgres"],
   ]) {
     for (const scenario of ["hot", "new"]) {
       ratioTarget(`Express: persist-session ${store} ${scenario} ≥ 1× ${es}`, `ps-${store}-express`, es, scenario, 1);
@@ -241,7 +261,8 @@ writeResultsSection(
   ].join("\n"),
 );
 try {
-  if (wanted.has("http")) await runHttp();
+  if (wanted.has("http")) await runHttp(undefined, "http", "## HTTP: read a counter, add one, save");
+  if (wanted.has("postgres")) await runHttp(POSTGRES_PART, "postgres", "## HTTP on PostgreSQL: read a counter, add one, save");
   if (wanted.has("micro")) runScript("micro.mjs");
   if (wanted.has("scale")) runScript("scale.mjs");
   if (wanted.has("profile")) runScript("profile.mjs");

@@ -12,11 +12,13 @@ const [variant, dataDir] = process.argv.slice(2);
 const SECRET = process.env.BENCH_SECRET ?? "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz";
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
 const REDIS_PREFIX = process.env.BENCH_REDIS_PREFIX ?? `bench:${process.pid}:`;
+const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+// Each measurement's tables live in a schema of its own, dropped by the runner afterwards.
+const POSTGRES_SCHEMA = process.env.BENCH_POSTGRES_SCHEMA ?? `bench_${process.pid}`;
 
 // Another build of the library (an A/B comparison, see ab.mjs); by default the working tree's.
 const LIBRARY = process.env.BENCH_LIBRARY;
-const importLibrary = (entry) =>
-  LIBRARY ? import(`${LIBRARY}/dist/${entry === "redis" ? "redis" : "index"}.js`) : import(entry === "redis" ? "persist-session/redis" : "persist-session");
+const importLibrary = (entry) => (LIBRARY ? import(`${LIBRARY}/dist/${entry}.js`) : import(entry === "index" ? "persist-session" : `persist-session/${entry}`));
 
 let calls = 0;
 const closers = [];
@@ -44,6 +46,16 @@ async function redisClient() {
   return client;
 }
 
+/** A node-postgres pool (its defaults: up to 10 connections) and the measurement's schema, made if missing. */
+async function postgresPool() {
+  const { default: pg } = await import("pg");
+  const pool = new pg.Pool({ connectionString: POSTGRES_URL });
+  pool.on("error", (error) => console.error("postgres:", error.message));
+  await pool.query(`CREATE SCHEMA IF NOT EXISTS "${POSTGRES_SCHEMA}"`);
+  closers.push(() => pool.end());
+  return pool;
+}
+
 async function persistSessions(storeKind) {
   const { persist, persistSession, MemoryStore, FileStore } = await importLibrary("index");
   class AppState {
@@ -55,7 +67,10 @@ async function persistSessions(storeKind) {
   else if (storeKind === "file") store = new FileStore({ dir: dataDir });
   // fsync before a write counts as stored, as session-file-store's write-file-atomic does.
   else if (storeKind === "durable") store = new FileStore({ dir: dataDir, durable: true });
-  else {
+  else if (storeKind === "postgres") {
+    const { PostgresStore } = await importLibrary("postgres");
+    store = new PostgresStore({ pool: await postgresPool(), schema: POSTGRES_SCHEMA });
+  } else {
     const { RedisStore } = await importLibrary("redis");
     store = new RedisStore({ client: await redisClient(), prefix: REDIS_PREFIX });
   }
@@ -96,6 +111,11 @@ async function expressSession(storeKind) {
     const FileStore = fileStore(session);
     // Defaults otherwise (retries, ttl 3600 s, hourly reaping); its log line per retry is silenced.
     store = new FileStore({ path: dataDir, logFn: () => undefined });
+  } else if (storeKind === "postgres") {
+    const { default: connectPgSimple } = await import("connect-pg-simple");
+    const PgStore = connectPgSimple(session);
+    // Defaults otherwise; without createTableIfMissing it expects the table made by hand (its #26).
+    store = new PgStore({ pool: await postgresPool(), schemaName: POSTGRES_SCHEMA, createTableIfMissing: true });
   } else {
     const { RedisStore } = await import("connect-redis");
     store = new RedisStore({ client: await redisClient(), prefix: `${REDIS_PREFIX}sess:` });

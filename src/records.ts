@@ -392,6 +392,7 @@ export class RecordManager {
         }
       }
     }
+    if (store.removeExpired !== undefined) removed += await store.removeExpired(Date.now());
     if (store.removeOrphans !== undefined) removed += await store.removeOrphans();
     return removed;
   }

@@ -186,7 +186,8 @@ export class SessionCore implements RequestHost {
     // A given secret is checked now, at start-up, not on the first request.
     if (options.secret !== undefined || this.store.secret === undefined) this.#signer = this.#createSigner();
     const sweepSeconds = nonNegative("sweepInterval", options.sweepInterval, DEFAULT_SWEEP_INTERVAL_SECONDS);
-    if (sweepSeconds > 0 && (this.store.expiredIds !== undefined || this.store.removeOrphans !== undefined)) {
+    const { expiredIds, removeExpired, removeOrphans } = this.store;
+    if (sweepSeconds > 0 && (expiredIds !== undefined || removeExpired !== undefined || removeOrphans !== undefined)) {
       this.#sweepTimer = setInterval(() => void this.sweep(), sweepSeconds * 1000).unref();
       // A first sweep soon after start clears what a crash left behind.
       setTimeout(() => void this.sweep(), 1000).unref();

@@ -12,7 +12,7 @@ import { persist, persistSession, rotateStateIds, type PersistSessionOptions, ty
 import { startChildServer, type ChildServer } from "./helpers/child-server.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
 import { EventReader } from "./helpers/sse.js";
-import { fileStoreKind, memoryStoreKind, redisAvailable, redisStoreKind, type StoreBacking, type StoreKind } from "./helpers/stores.js";
+import { fileStoreKind, memoryStoreKind, postgresAvailable, postgresStoreKind, redisAvailable, redisStoreKind, type StoreBacking, type StoreKind } from "./helpers/stores.js";
 
 const SECRET = "identity-secret-0123456789-abcdefghijk";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -20,6 +20,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** An events stream opened as the user's browser would, read until its first `change`. */
 async function openEvents(url: string, headers: Record<string, string>) {
   const reader = new EventReader(await fetch(`${url}/events`, { headers }));
+  // The stream's baseline: changes from here on are news to it.
+  for (let event = await reader.next(5000); event.event !== "ready"; event = await reader.next(5000));
   return {
     async nextChange(timeoutMs: number) {
       for (const deadline = Date.now() + timeoutMs; ; ) {
@@ -45,7 +47,7 @@ const Cart = persist("identity-cart", {
   },
 );
 
-const kinds: StoreKind[] = [fileStoreKind, memoryStoreKind, ...(redisAvailable ? [redisStoreKind] : [])];
+const kinds: StoreKind[] = [fileStoreKind, memoryStoreKind, ...(redisAvailable ? [redisStoreKind] : []), ...(postgresAvailable ? [postgresStoreKind] : [])];
 
 /** An app over real HTTP: the user comes from the x-user header (the test's stand-in for a login session). */
 async function startApp(store: SessionStore, options: PersistSessionOptions = {}) {

@@ -1,5 +1,8 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 // By name, as users import it: resolved through package.json "exports" to the built dist/.
 import * as api from "persist-session";
@@ -23,6 +26,31 @@ describe("the published package", () => {
         "persistSession",
       ].sort(),
     );
+  });
+
+  it("exports the PostgreSQL store on its own entry point", async () => {
+    expect(Object.keys(await import("persist-session/postgres")).sort()).toEqual(["LeaseLostError", "PostgresStore", "StoreUnavailableError", "createTableSql"]);
+  });
+
+  it("loads persist-session/postgres in an app that has no pg installed: the app passes its pool", () => {
+    // The package as an app installs it, with its own dependencies and nothing else.
+    const app = mkdtempSync(join(tmpdir(), "persist-session-no-pg-"));
+    try {
+      const root = fileURLToPath(new URL("..", import.meta.url));
+      const installed = join(app, "node_modules", "persist-session");
+      mkdirSync(installed, { recursive: true });
+      cpSync(join(root, "package.json"), join(installed, "package.json"));
+      cpSync(join(root, "dist"), join(installed, "dist"), { recursive: true });
+      for (const dependency of ["cookie", "devalue", "uuid"]) symlinkSync(join(root, "node_modules", dependency), join(app, "node_modules", dependency));
+      const script =
+        'const { PostgresStore } = await import("persist-session/postgres");' +
+        'let pg = "absent"; try { await import("pg"); pg = "present"; } catch {}' +
+        "console.log(pg, new PostgresStore({ pool: { connect: async () => { throw new Error('no server'); } } }).describe());";
+      const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: app, encoding: "utf8" });
+      expect(out.trim()).toBe('absent postgres "public"."persist_session"');
+    } finally {
+      rmSync(app, { recursive: true, force: true });
+    }
   });
 
   it("resolves to built JavaScript with type declarations", () => {

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -5,8 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { persist, type Sessions } from "persist-session";
+import { createTableSql } from "persist-session/postgres";
 import { Browser } from "./helpers/http.js";
-import { redisAvailable, redisUrl } from "./helpers/stores.js";
+import { connectPostgres, postgresAvailable, postgresUrl, redisAvailable, redisUrl } from "./helpers/stores.js";
 
 /** The README's first TypeScript example, run as written (the port aside), against the built package. */
 let server: Server;
@@ -51,47 +53,100 @@ it("does what the README says: changes are stored, nested ones too, and the rese
   expect(browser.cookies.size).toBe(0);
 });
 
+/** Writes a README example to two files under test/.generated and imports both: two app instances, as two processes would be. */
+async function importTwice<T>(example: string, name: string, exported: string): Promise<T[]> {
+  const generated = new URL("./.generated/", import.meta.url);
+  await mkdir(generated, { recursive: true });
+  const files = ["a", "b"].map((suffix) => new URL(`readme-${name}-${suffix}.ts`, generated));
+  for (const file of files) await writeFile(file, `${example}\nexport { ${exported} };\n`);
+  return Promise.all(files.map(async (file) => (await import(/* @vite-ignore */ file.href)) as T));
+}
+
+/** Four visits of one browser, alternating between the apps: each sees the one before. `visit.cookie` is the browser's cookie once set. */
+async function visitAlternately(apps: Array<{ sessions: Sessions }>, key: string, visit: { cookie: string }): Promise<void> {
+  const Visits = persist(key)(
+    class {
+      count = 0;
+    },
+  );
+  const handlers = apps.map(({ sessions }) =>
+    sessions.fetch(async () => {
+      const visits = new Visits();
+      visits.count += 1;
+      return new Response(String(visits.count));
+    }),
+  );
+  for (let i = 0; i < 4; i++) {
+    const response = await handlers[i % 2]!(new Request("http://localhost/", { headers: { cookie: visit.cookie } }));
+    expect(await response.text()).toBe(String(i + 1));
+    visit.cookie ||= response.headers.getSetCookie()[0]!.split(";")[0]!;
+  }
+}
+
 describe.skipIf(!redisAvailable)("README: Running on several processes", () => {
   it("runs the Redis setup as written: two app instances over one Redis share one browser's state", async () => {
     const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
     const section = readme.slice(readme.indexOf("## Running on several processes"));
     const example = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
     expect(example).toContain("new RedisStore({ client })");
-    const generated = new URL("./.generated/", import.meta.url);
-    await mkdir(generated, { recursive: true });
-    // Imported twice under two names: two app instances, as two processes would be.
-    const files = ["readme-redis-a.ts", "readme-redis-b.ts"].map((name) => new URL(name, generated));
-    for (const file of files) await writeFile(file, `${example!}\nexport { client };\n`);
     process.env.REDIS_URL = redisUrl;
-    const apps = await Promise.all(
-      files.map(async (file) => (await import(/* @vite-ignore */ file.href)) as { sessions: Sessions; client: { close(): Promise<void>; del(key: string): Promise<number> } }),
-    );
-    const Visits = persist("readme-redis-visits")(
-      class {
-        count = 0;
-      },
-    );
-    const handlers = apps.map(({ sessions }) =>
-      sessions.fetch(async () => {
-        const visits = new Visits();
-        visits.count += 1;
-        return new Response(String(visits.count));
-      }),
-    );
-    let cookie = "";
+    const apps = await importTwice<{ sessions: Sessions; client: { close(): Promise<void>; del(key: string): Promise<number> } }>(example!, "redis", "client");
+    const visit = { cookie: "" };
     try {
-      for (let i = 0; i < 4; i++) {
-        const response = await handlers[i % 2]!(new Request("http://localhost/", { headers: { cookie } }));
-        expect(await response.text()).toBe(String(i + 1));
-        cookie ||= response.headers.getSetCookie()[0]!.split(";")[0]!;
-      }
+      await visitAlternately(apps, "readme-redis-visits", visit);
     } finally {
-      const id = /=([0-9a-f-]{36})\./.exec(cookie)?.[1];
+      const id = /=([0-9a-f-]{36})\./.exec(visit.cookie)?.[1];
       if (id !== undefined) await apps[0]!.client.del(`persist-session:${id}`);
       for (const { sessions, client } of apps) {
         await sessions.close();
         await client.close();
       }
+    }
+  });
+});
+
+describe.skipIf(!postgresAvailable)("README: Running on several processes, PostgreSQL", () => {
+  const section = async () => {
+    const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
+    const start = readme.indexOf("### PostgreSQL", readme.indexOf("## Running on several processes"));
+    expect(start).toBeGreaterThan(0);
+    return readme.slice(start, readme.indexOf("\n## ", start));
+  };
+
+  it("gives the table's SQL exactly as the store creates it", async () => {
+    const sql = /```sql\n([\s\S]*?)```/.exec(await section())?.[1];
+    expect(sql).toBe(createTableSql());
+  });
+
+  it("runs the PostgreSQL setup as written: two app instances over one database share one browser's state", async () => {
+    const example = /```ts\n([\s\S]*?)```/.exec(await section())?.[1];
+    expect(example).toContain("new PostgresStore({ pool })");
+    expect(example!.trim().split("\n").length).toBeLessThanOrEqual(10);
+    // A database of its own: the example uses the default schema and table, and other suites share the server.
+    const admin = connectPostgres();
+    const database = `persist_session_readme_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+    await admin.query(`CREATE DATABASE "${database}"`);
+    const url = new URL(postgresUrl);
+    url.pathname = `/${database}`;
+    process.env.DATABASE_URL = url.href;
+    const apps: Array<{ sessions: Sessions; pool: { end(): Promise<void> } }> = [];
+    try {
+      apps.push(...(await importTwice<(typeof apps)[number]>(example!, "postgres", "pool")));
+      await visitAlternately(apps, "readme-postgres-visits", { cookie: "" });
+      // One record, in the table the store made on first use under its default name.
+      const check = connectPostgres(url.href);
+      try {
+        expect((await check.query("SELECT count(*)::int AS n FROM public.persist_session WHERE data IS NOT NULL")).rows[0].n).toBe(1);
+      } finally {
+        await check.end();
+      }
+    } finally {
+      for (const { sessions, pool } of apps) {
+        await sessions.close();
+        await pool.end();
+      }
+      await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+      await admin.end();
     }
   });
 });

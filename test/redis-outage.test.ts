@@ -18,6 +18,7 @@ import { nodeApp } from "./fixtures/app.js";
 import * as standard from "./fixtures/standard.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
 import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
+import { freePort, requestsThroughOutage, timedPost } from "./helpers/outage.js";
 import { EventReader } from "./helpers/sse.js";
 import { connectRedis, type TestRedisClient } from "./helpers/stores.js";
 
@@ -79,23 +80,6 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-interface Outcome {
-  readonly status: number | "hung";
-  readonly ms: number;
-  readonly count: number | undefined;
-}
-
 describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
   let redis: PrivateRedis;
   let client: TestRedisClient;
@@ -130,44 +114,13 @@ describe.skipIf(!redisServerFound)("RedisStore when Redis goes away", () => {
     await rm(redis.dir, { recursive: true, force: true });
   });
 
-  async function post(browser: Browser, path: string): Promise<Outcome> {
-    const started = Date.now();
-    try {
-      const response = await browser.request(path, { method: "POST", signal: AbortSignal.timeout(BOUND_MS + 2000) });
-      const body = response.ok ? ((await response.json()) as { count: number }) : (await response.text(), undefined);
-      return { status: response.status, ms: Date.now() - started, count: body?.count };
-    } catch {
-      return { status: "hung", ms: Date.now() - started, count: undefined };
-    }
-  }
+  const post = (browser: Browser, path: string) => timedPost(browser, path, BOUND_MS + 2000);
 
   it("answers 503 while Redis is down, never hangs, and recovers without restarting the app", async () => {
     const browser = new Browser(server.url);
     expect((await post(browser, "/inc")).status).toBe(200);
-    const outcomes: Array<Outcome & { at: number }> = [];
-    const started = Date.now();
-    let running = true;
-    // Three overlapping streams with one cookie: the in-process queue sees the outage too.
-    const streams = Array.from({ length: 3 }, async () => {
-      while (running) {
-        outcomes.push({ ...(await post(browser, "/inc")), at: Date.now() - started });
-        await delay(20);
-      }
-    });
-
-    let restartedAt = 0;
-    try {
-      await delay(300);
-      await redis.stop();
-      await delay(2000);
-    } finally {
-      await redis.start();
-      restartedAt = Date.now() - started;
-    }
-    // Back without restarting the app: the client reconnects, requests succeed.
-    await eventually(() => outcomes.filter((outcome) => outcome.at > restartedAt && outcome.status === 200).length >= 5, "requests to succeed again", 10_000);
-    running = false;
-    await Promise.all(streams);
+    // The client reconnects by itself once Redis is back.
+    const { outcomes, restartedAt } = await requestsThroughOutage((path) => post(browser, path), redis, { recoveryMs: 10_000 });
 
     expect(outcomes.filter((outcome) => outcome.status !== 200 && outcome.status !== 503)).toEqual([]);
     expect(outcomes.some((outcome) => outcome.status === 503)).toBe(true);

@@ -1,216 +1,35 @@
 /**
- * The promise across processes: two app processes over one Redis serve one
- * browser as if they were one. Children run test/fixtures/redis-app.mjs on the
- * built package (`npm run build` first; npm test does).
+ * Two app processes over one Redis serve one browser as if they were one
+ * (the suite is test/suites/across-processes.ts).
  */
-import { existsSync, readdirSync, statSync } from "node:fs";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startChildServer, type ChildServer } from "./helpers/child-server.js";
-import { delay, eventually } from "./helpers/robustness.js";
-import { EventReader } from "./helpers/sse.js";
+import { describe } from "vitest";
 import { connectRedis, redisAvailable, redisKeys, redisUrl, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
+import { describeAcrossProcesses } from "./suites/across-processes.js";
 
-const FIXTURE = fileURLToPath(new URL("./fixtures/redis-app.mjs", import.meta.url));
-const SRC = fileURLToPath(new URL("../src", import.meta.url));
-const BUILT = fileURLToPath(new URL("../dist/redis.js", import.meta.url));
-const SECRET = "redis-processes-secret-0123456789-abcdef";
-/** Short, so the kill and pause tests wait for expiry in about a second. */
-const LEASE_TIME = 1000;
-
-type AppProcess = ChildServer;
-
-const running = new Set<AppProcess>();
-
-async function startApp(prefix: string, env: Record<string, string> = {}): Promise<AppProcess> {
-  const app = await startChildServer(FIXTURE, [], { REDIS_URL: redisUrl, PREFIX: prefix, SECRET, LEASE_TIME: String(LEASE_TIME), ...env }, /"port":(\d+)/);
-  running.add(app);
-  return app;
-}
-
-async function stopApp(app: AppProcess, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
-  // A stopped process ignores SIGTERM until continued; SIGKILL ends it either way.
-  app.child.kill(signal);
-  await app.exited;
-  running.delete(app);
-}
-
-interface Reply {
-  readonly status: number;
-  readonly count: number | undefined;
-  readonly ms: number;
-}
-
-async function call(app: AppProcess, path: string, cookie: string): Promise<Reply> {
-  const started = Date.now();
-  const response = await fetch(app.url + path, { method: "POST", headers: { cookie }, signal: AbortSignal.timeout(20_000) });
-  const text = await response.text();
-  const count = response.ok ? (JSON.parse(text) as { count: number }).count : undefined;
-  return { status: response.status, count, ms: Date.now() - started };
-}
-
-/** A fresh browser: its cookie, minted by a first request. */
-async function newBrowser(app: AppProcess): Promise<{ cookie: string; id: string }> {
-  const response = await fetch(`${app.url}/start`, { method: "POST" });
-  expect(response.status).toBe(200);
-  const cookie = response.headers.getSetCookie()[0]!.split(";")[0]!;
-  const id = /=([0-9a-f-]{36})\./.exec(cookie)![1]!;
-  return { cookie, id };
-}
-
-/** `count` concurrent requests, `inFlight` at a time, alternating between `apps`; the most in flight at once. */
-async function stream(apps: AppProcess[], cookie: string, total: number, inFlight: number): Promise<{ replies: Reply[]; maxInFlight: number }> {
-  const replies: Reply[] = [];
-  let next = 0;
-  let current = 0;
-  let maxInFlight = 0;
-  const worker = async () => {
-    while (next < total) {
-      const i = next++;
-      current++;
-      maxInFlight = Math.max(maxInFlight, current);
-      try {
-        replies.push(await call(apps[i % apps.length]!, "/inc-slow?ms=3", cookie));
-      } finally {
-        current--;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, worker));
-  return { replies, maxInFlight };
-}
-
-function assertBuilt(): void {
-  if (!existsSync(BUILT)) throw new Error("dist/redis.js is missing: run `npm run build` (npm test does) before this suite.");
-  const built = statSync(BUILT).mtimeMs;
-  const newest = readdirSync(SRC, { recursive: true, encoding: "utf8" })
-    .filter((name) => name.endsWith(".ts"))
-    .reduce((latest, name) => Math.max(latest, statSync(join(SRC, name)).mtimeMs), 0);
-  if (newest > built) throw new Error("dist/ is older than src/: run `npm run build` before this suite, so the child processes run the current code.");
-}
-
-describe.skipIf(!redisAvailable)("RedisStore across processes", () => {
+describe.skipIf(!redisAvailable)("RedisStore", () => {
   let redis: TestRedisClient;
-  let prefix: string;
-
-  beforeAll(async () => {
-    assertBuilt();
-    redis = await connectRedis();
-  });
-  afterEach(async () => {
-    for (const app of [...running]) await stopApp(app);
-    const keys = await redisKeys(redis, prefix);
-    if (keys.length > 0) await redis.sendCommand(["DEL", ...keys]);
-  });
-  afterAll(() => {
-    redis?.destroy();
-  });
-
-  it("counts exactly 100 when 100 overlapping requests of one browser alternate between two processes", async () => {
-    prefix = uniqueRedisPrefix();
-    const apps = await Promise.all([startApp(prefix), startApp(prefix)]);
-    const { cookie } = await newBrowser(apps[0]!);
-
-    const { replies, maxInFlight } = await stream(apps, cookie, 100, 12);
-
-    expect(maxInFlight).toBeGreaterThanOrEqual(10);
-    expect(replies.filter((reply) => reply.status !== 200)).toEqual([]);
-    // Each request saw the previous one's write: the counts it answered are 1..100, each once.
-    expect(replies.map((reply) => reply.count).sort((a, b) => a! - b!)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
-    for (const app of apps) expect((await call(app, "/state", cookie)).count).toBe(100);
-  });
-
-  it("loses updates without the lease (the control: the test above can fail)", async () => {
-    prefix = uniqueRedisPrefix();
-    const apps = await Promise.all([startApp(prefix, { UNLEASED: "1" }), startApp(prefix, { UNLEASED: "1" })]);
-    const { cookie } = await newBrowser(apps[0]!);
-    await stream(apps, cookie, 40, 12);
-    expect((await call(apps[0]!, "/state", cookie)).count).toBeLessThan(40);
-  });
-
-  it("pushes a change made through one process to an events stream held by the other within 1 s", async () => {
-    prefix = uniqueRedisPrefix();
-    const [writer, streamer] = await Promise.all([startApp(prefix), startApp(prefix)]);
-    const alice = await newBrowser(writer!);
-    const bob = await newBrowser(writer!);
-    const open = async (cookie: string) => {
-      const response = await fetch(`${streamer!.url}/events`, { headers: { cookie } });
-      expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
-      const events = new EventReader(response);
-      expect((await events.next()).event).toBe("ready");
-      return events;
-    };
-    const [aliceEvents, bobEvents] = await Promise.all([open(alice.cookie), open(bob.cookie)]);
-    try {
-      const latencies: number[] = [];
-      for (let count = 1; count <= 3; count++) {
-        const written = await call(writer!, "/inc-slow?ms=1", alice.cookie);
-        expect(written).toMatchObject({ status: 200, count });
-        const answered = Date.now();
-        // Version 1 was the /start write; each increment is one more.
-        expect(await aliceEvents.next(1000)).toMatchObject({ event: "change", data: JSON.stringify({ key: "redis-counter", version: count + 1 }) });
-        latencies.push(Date.now() - answered);
-      }
-      console.log(`redis live sync across processes: ${latencies.join(", ")} ms after the writer's response`);
-      // Another browser's stream on the same process hears nothing of it.
-      expect(await bobEvents.drain(300)).toEqual([]);
-    } finally {
-      await Promise.all([aliceEvents.close(), bobEvents.close()]);
-    }
-  });
-
-  it("serves the browser on the other process within the lease time after the holder is killed", async () => {
-    prefix = uniqueRedisPrefix();
-    const [holder, other] = await Promise.all([startApp(prefix), startApp(prefix)]);
-    const { cookie, id } = await newBrowser(holder!);
-    const leaseKey = `${prefix}lease:${id}`;
-
-    // A handler that never finishes: its process keeps renewing the lease until it dies.
-    const hung = call(holder!, "/inc-slow?ms=60000", cookie).catch(() => undefined);
-    await eventually(async () => (await redis.exists(leaseKey)) === 1, "the holder to take the lease");
-    await delay(LEASE_TIME); // renewed meanwhile: the lease outlives its first term
-    expect(await redis.exists(leaseKey)).toBe(1);
-    await stopApp(holder!, "SIGKILL");
-    await hung;
-
-    const reply = await call(other!, "/inc-slow?ms=1", cookie);
-    expect(reply.status).toBe(200);
-    // It waited for the dead holder's lease to run out, and no longer than that.
-    expect(reply.ms).toBeGreaterThan(100);
-    expect(reply.ms).toBeLessThan(LEASE_TIME + 1000);
-    // The killed request's increment never landed.
-    expect(reply.count).toBe(1);
-  });
-
-  it("refuses the late write of a process paused past its lease, keeping the newer state", async () => {
-    prefix = uniqueRedisPrefix();
-    const [paused, other] = await Promise.all([startApp(prefix), startApp(prefix)]);
-    const { cookie, id } = await newBrowser(other!);
-    const leaseKey = `${prefix}lease:${id}`;
-    const recordKey = `${prefix}${id}`;
-    await eventually(async () => (await redis.exists(leaseKey)) === 0, "the first request's lease to be released");
-
-    // It reads count 0, then sleeps 300 ms before writing 1: stop it in between.
-    const late = call(paused!, "/inc-slow?ms=300", cookie);
-    await eventually(async () => (await redis.exists(leaseKey)) === 1, "the paused process to take the lease", 2000);
-    paused!.child.kill("SIGSTOP");
-    try {
-      await delay(LEASE_TIME + 500);
-      // Its lease ran out while it was stopped: the other process serves the browser.
-      for (let i = 1; i <= 3; i++) expect(await call(other!, "/inc-slow?ms=1", cookie)).toMatchObject({ status: 200, count: i });
-      await eventually(async () => (await redis.exists(leaseKey)) === 0, "the other process to release the lease");
-    } finally {
-      paused!.child.kill("SIGCONT");
-    }
-    const before = await redis.get(recordKey);
-
-    // Resumed, it writes count 1 under its expired lease: refused, not applied.
-    expect((await late).status).toBe(503);
-    expect(await redis.get(recordKey)).toBe(before);
-    expect((await call(other!, "/state", cookie)).count).toBe(3);
-    expect(paused!.stderr.join("")).toContain("was refused because this process no longer held its lease");
-    // And it serves the browser again from the newer state.
-    expect(await call(paused!, "/inc-slow?ms=1", cookie)).toMatchObject({ status: 200, count: 4 });
+  describeAcrossProcesses({
+    store: "RedisStore",
+    kind: "redis",
+    built: "dist/redis.js",
+    env: { REDIS_URL: redisUrl },
+    setup: async () => {
+      redis = await connectRedis();
+    },
+    namespace: () => {
+      const prefix = uniqueRedisPrefix();
+      return {
+        env: { PREFIX: prefix },
+        leased: async (id) => (await redis.exists(`${prefix}lease:${id}`)) === 1,
+        stored: async (id) => (await redis.get(`${prefix}${id}`)) ?? undefined,
+        cleanup: async () => {
+          const keys = await redisKeys(redis, prefix);
+          if (keys.length > 0) await redis.sendCommand(["DEL", ...keys]);
+        },
+      };
+    },
+    teardown: async () => {
+      redis?.destroy();
+    },
   });
 });

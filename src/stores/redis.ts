@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { RecordChange } from "../change-feed.js";
-import { isUuidV4 } from "../cookie-signing.js";
 import { positive } from "../option-checks.js";
+import { ChangeNotices, formatChange, type ChangeSubscription } from "./change-message.js";
+import { withDeadline } from "./deadline.js";
+import { leaseLostError, newLeaseToken, ownLease, RenewedLease, type LeaseBackend } from "./lease.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
-import { CorruptRecordError, LeaseLostError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
+import { CorruptRecordError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
 
 /**
  * The one method RedisStore calls on a client: send a command, get its reply.
@@ -169,13 +171,14 @@ export class RedisStore implements SessionStore {
   private readonly redis: RedisCommands;
   private readonly leaseTime: number;
   private readonly quarantineTtl: number;
-  private readonly leases = new Set<RedisLease>();
+  private readonly leases = new Set<RenewedLease>();
+  /** How this store's leases renew and release themselves; also names the leases this store issued. */
+  private readonly leaseBackend: LeaseBackend;
   private readonly client: RedisClientLike;
   private readonly subscriber: RedisSubscriberLike | undefined;
   private readonly channel: string;
-  private readonly watchers = new Set<(change: RecordChange) => void>();
-  /** The subscription all watchers share, opened by the first. */
-  private following: Promise<Following> | undefined;
+  /** Other processes' changes, for the store's watchers: one subscription, opened by the first. */
+  private readonly notices = new ChangeNotices((onError, onMessage) => this.follow(onError, onMessage));
 
   constructor(options: RedisStoreOptions) {
     if (typeof options !== "object" || options === null) {
@@ -201,6 +204,12 @@ export class RedisStore implements SessionStore {
     this.leaseTime = positive("leaseTime", options.leaseTime, DEFAULT_LEASE_TIME_MS);
     this.quarantineTtl = positive("quarantineTtl", options.quarantineTtl, DEFAULT_QUARANTINE_TTL_SECONDS);
     this.redis = new RedisCommands(client, positive("commandTimeout", options.commandTimeout, DEFAULT_COMMAND_TIMEOUT_MS));
+    const redis = this.redis;
+    this.leaseBackend = {
+      renew: async (lease) => (await redis.script(RENEW, [this.leaseKey(lease.id)], [lease.token, String(lease.leaseTime)])) === 1,
+      release: (lease) => redis.script(RELEASE, [this.leaseKey(lease.id)], [lease.token]),
+      ended: (lease) => this.leases.delete(lease),
+    };
   }
 
   async get(id: string): Promise<StoredRecord | undefined> {
@@ -231,16 +240,8 @@ export class RedisStore implements SessionStore {
    * Follows every process's writes through Redis pub/sub on `<prefix>changes`. A write
    * without a lease (a just-minted record's first) is not announced: no browser has its id yet.
    */
-  async watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
-    this.following ??= this.follow(onError).catch((error: unknown) => {
-      this.following = undefined;
-      throw error;
-    });
-    await this.following;
-    this.watchers.add(listener);
-    return () => {
-      this.watchers.delete(listener);
-    };
+  watch(listener: (change: RecordChange) => void, onError: (error: Error) => void): Promise<() => void> {
+    return this.notices.listen(listener, onError);
   }
 
   /** Renames the record to `<prefix>quarantine:<id>:<ms>`, kept for `quarantineTtl` seconds. */
@@ -250,7 +251,7 @@ export class RedisStore implements SessionStore {
 
   async lease(id: string): Promise<Lease | undefined> {
     const key = this.leaseKey(id);
-    const token = randomBytes(16).toString("base64url");
+    const token = newLeaseToken();
     const startedAt = Date.now();
     let reply: unknown;
     try {
@@ -261,7 +262,7 @@ export class RedisStore implements SessionStore {
       throw error;
     }
     if (reply === null || reply === undefined) return undefined;
-    const lease = new RedisLease(this.redis, key, token, this.leaseTime, startedAt, () => this.leases.delete(lease));
+    const lease = new RenewedLease(this.leaseBackend, id, token, this.leaseTime, startedAt);
     this.leases.add(lease);
     return lease;
   }
@@ -283,24 +284,17 @@ export class RedisStore implements SessionStore {
 
   /** Releases the leases this store still holds and the subscriber it opened. The client stays open: the app owns it. */
   async close(): Promise<void> {
-    const following = this.following;
-    this.following = undefined;
-    this.watchers.clear();
-    await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), following?.then((subscription) => subscription.stop())]);
+    await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), this.notices.close()]);
   }
 
   /** Subscribes to the change channel, on the app's subscriber or a duplicate of the client. */
-  private async follow(onError: (error: Error) => void): Promise<Following> {
+  private async follow(onError: (error: Error) => void, onMessage: (message: string) => void): Promise<ChangeSubscription> {
     let subscriber = this.subscriber;
     let owned: OwnedConnection | undefined;
     if (subscriber === undefined) {
       owned = duplicateOf(this.client, onError);
       subscriber = owned.subscriber;
     }
-    const onMessage = (message: string) => {
-      const change = parseChange(message);
-      if (change !== undefined) for (const watcher of [...this.watchers]) watcher(change);
-    };
     try {
       // The same guards as any command: fail at once while disconnected, never wait past commandTimeout.
       await this.redis.guard(async () => {
@@ -336,91 +330,16 @@ export class RedisStore implements SessionStore {
       await this.redis.send(ttl > 0 ? ["SET", this.recordKey(id), text, "PX", String(ttl)] : ["DEL", this.recordKey(id)]);
       return;
     }
-    await this.fenced(WRITE, id, lease, [], [text, String(ttl), this.channel, JSON.stringify(change)]);
+    await this.fenced(WRITE, id, lease, [], [text, String(ttl), this.channel, formatChange(change)]);
   }
 
   /** Runs a record script guarded by `lease`'s token; throws {@link LeaseLostError} when the script refused. */
   private async fenced(code: Script, id: string, lease: Lease | undefined, extraKeys: string[], args: string[]): Promise<void> {
-    if (lease !== undefined && !(lease instanceof RedisLease && lease.key === this.leaseKey(id))) {
-      throw new TypeError(`persist-session: RedisStore was given a lease it did not issue for record ${id}. Pass the lease from this store's lease(id).`);
-    }
-    const fence = lease as RedisLease | undefined;
+    const fence = ownLease(this.leaseBackend, "RedisStore", id, lease);
     const applied = await this.redis.script(code, [this.recordKey(id), this.leaseKey(id), ...extraKeys], [fence?.token ?? "", ...args]);
     if (applied === 1) return;
-    fence?.lose();
-    throw new LeaseLostError(
-      `persist-session: a write of record ${id} was refused because this process no longer held its lease (it was paused or cut off from Redis for over ${this.leaseTime} ms, or Redis restarted without its data), so another process may have written since; nothing was written. ` +
-        "Retry the request; if pauses this long are expected, raise RedisStore's leaseTime option.",
-    );
+    throw leaseLostError(id, fence, this.leaseTime, "Redis", "RedisStore", "or Redis restarted without its data");
   }
-}
-
-/** A lease on one record: renewed on a timer while held, so only a holder that stops running loses it. */
-class RedisLease implements Lease {
-  #state: "held" | "lost" | "released" = "held";
-  #validUntil: number;
-  #renewing = false;
-  #released: Promise<void> | undefined;
-  readonly #timer: NodeJS.Timeout;
-
-  constructor(
-    private readonly redis: RedisCommands,
-    readonly key: string,
-    readonly token: string,
-    private readonly leaseTime: number,
-    startedAt: number,
-    private readonly onEnd: () => void,
-  ) {
-    this.#validUntil = validUntil(startedAt, leaseTime);
-    this.#timer = setInterval(() => void this.#renew(), leaseTime / 3).unref();
-  }
-
-  get held(): boolean {
-    // A process paused past the lease (SIGSTOP, a long GC) sees the clock jump here before any renewal can run.
-    return this.#state === "held" && Date.now() < this.#validUntil;
-  }
-
-  lose(): void {
-    if (this.#state !== "held") return;
-    this.#state = "lost";
-    this.#end();
-  }
-
-  release(): Promise<void> {
-    this.#released ??= (async () => {
-      const wasHeld = this.#state === "held";
-      this.#state = "released";
-      this.#end();
-      if (wasHeld) await this.redis.script(RELEASE, [this.key], [this.token]);
-    })();
-    return this.#released;
-  }
-
-  async #renew(): Promise<void> {
-    if (this.#state !== "held" || this.#renewing) return;
-    this.#renewing = true;
-    const startedAt = Date.now();
-    try {
-      const renewed = await this.redis.script(RENEW, [this.key], [this.token, String(this.leaseTime)]);
-      if (this.#state !== "held") return;
-      if (renewed === 1) this.#validUntil = validUntil(startedAt, this.leaseTime);
-      else this.lose();
-    } catch {
-      // Redis unreachable: `held` turns false when the lease runs out, and writes under it are refused.
-    } finally {
-      this.#renewing = false;
-    }
-  }
-
-  #end(): void {
-    clearInterval(this.#timer);
-    this.onEnd();
-  }
-}
-
-/** When a lease taken or renewed at `startedAt` surely still holds: minus a margin for clock drift (as Redlock does). */
-function validUntil(startedAt: number, leaseTime: number): number {
-  return startedAt + leaseTime - Math.ceil(leaseTime * 0.01) - 2;
 }
 
 /** A Redis error reply, like `WRONGTYPE Operation against a key…`; failures to reach Redis are {@link StoreUnavailableError}s. */
@@ -465,32 +384,12 @@ class RedisCommands {
         new StoreUnavailableError("persist-session: Redis is not connected. Check that the server is running and reachable; the client reconnects by itself and requests succeed again once it has."),
       );
     }
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(
-          new StoreUnavailableError(
-            `persist-session: Redis did not answer within ${this.timeout} ms. Check the server and the network, or raise RedisStore's commandTimeout option.`,
-          ),
-        );
-      }, this.timeout);
-      let reply: Promise<unknown>;
-      try {
-        reply = run();
-      } catch (error) {
-        reply = Promise.reject(error);
-      }
-      // Settles after a timeout too; the handlers keep that late result from becoming an unhandled rejection.
-      reply.then(
-        (value) => {
-          clearTimeout(timer);
-          resolve(value);
-        },
-        (error: unknown) => {
-          clearTimeout(timer);
-          reject(storeError(error));
-        },
-      );
-    });
+    return withDeadline(
+      run,
+      this.timeout,
+      () => new StoreUnavailableError(`persist-session: Redis did not answer within ${this.timeout} ms. Check the server and the network, or raise RedisStore's commandTimeout option.`),
+      storeError,
+    );
   }
 }
 
@@ -513,11 +412,6 @@ function storeError(error: unknown): Error {
   return new StoreUnavailableError(`persist-session: Redis failed: ${message}. Check that the server is running and reachable; requests succeed again once it is.`, {
     cause: error,
   });
-}
-
-/** A live subscription to the change channel. */
-interface Following {
-  stop(): Promise<void>;
 }
 
 /** A subscriber connection RedisStore opened itself, and so must close. */
@@ -566,18 +460,4 @@ function duplicateOf(client: RedisClientLike, onError: (error: Error) => void): 
       }
     },
   };
-}
-
-/** A change message as the write script publishes it; anything else on the channel is ignored. */
-function parseChange(message: string): RecordChange | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(message);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const { id, key, version } = value as Record<string, unknown>;
-  if (typeof id !== "string" || !isUuidV4(id) || typeof key !== "string" || !Number.isSafeInteger(version) || (version as number) < 0) return undefined;
-  return { id, key, version: version as number };
 }

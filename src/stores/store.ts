@@ -56,6 +56,13 @@ export interface SessionStore {
    * is expired or still reads as none; one that throws is left for a request to quarantine.
    */
   expiredIds?(now: number): AsyncIterable<string>;
+  /**
+   * Deletes the records whose expiry is before `now` itself, in bounded batches, skipping any
+   * record another request holds, and resolves with how many it removed: for a backend that can
+   * check each record's lease in the statement that deletes it (PostgreSQL), where listing ids
+   * for the library to lease, re-read and delete one by one would cost four round trips each.
+   */
+  removeExpired?(now: number): Promise<number>;
   /** Removes what an interrupted write left behind. */
   removeOrphans?(): Promise<number>;
   /** A secret kept with the data, generated once, for apps that pass none. */

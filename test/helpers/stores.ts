@@ -2,8 +2,10 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { createClient } from "redis";
 import { FileStore, MemoryStore, type SessionStore } from "../../src/index.js";
+import { PostgresStore } from "../../src/postgres.js";
 import { RedisStore } from "../../src/redis.js";
 
 /** One backing storage; `open()` gives a store over it, again after a "restart". */
@@ -135,5 +137,75 @@ export const redisStoreKind: StoreKind = {
   },
 };
 
-/** Every store the behavioural suite runs against; RedisStore joins when a server answers. */
-export const storeKinds: StoreKind[] = [fileStoreKind, memoryStoreKind, ...(redisAvailable ? [redisStoreKind] : [])];
+/** The PostgreSQL the tests use: POSTGRES_URL, else the local server (trust auth, database `test`). */
+export const postgresUrl = process.env.POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+
+/** A pool on `url` whose idle connections' errors (expected while a test stops the server) are ignored. */
+export function connectPostgres(url = postgresUrl, options: pg.PoolConfig = {}): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, connectionTimeoutMillis: 2000, ...options });
+  pool.on("error", () => undefined);
+  return pool;
+}
+
+/** A schema no other test backing shares, so tests can run against one server at once; dropped by {@link dropPostgresSchema}. */
+export function uniquePostgresSchema(): string {
+  return `persist_session_test_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+}
+
+export async function dropPostgresSchema(pool: pg.Pool, schema: string): Promise<void> {
+  await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+}
+
+/** Ids of the rows that hold a record (not a bare lease, a set-aside record or the secret). */
+export async function postgresIds(pool: pg.Pool, schema: string, table = "persist_session"): Promise<string[]> {
+  const { rows } = await pool.query<{ id: string }>(`SELECT id FROM "${schema}"."${table}" WHERE data IS NOT NULL AND id ~ '^[0-9a-f-]{36}$' ORDER BY id`).catch((error: { code?: string }) => {
+    // No table yet: the store creates it on first use.
+    if (error.code === "42P01") return { rows: [] };
+    throw error;
+  });
+  return rows.map((row) => row.id);
+}
+
+async function probePostgres(): Promise<boolean> {
+  const client = new pg.Client({ connectionString: postgresUrl, connectionTimeoutMillis: 1000 });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    return (await client.query("SELECT 1 AS one")).rows[0]?.one === 1;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Whether the PostgreSQL tests run. Outside CI they are skipped, with one line
+ * saying how to run them, when no server answers; under CI=true they never are.
+ */
+export const postgresAvailable = await probePostgres();
+if (!postgresAvailable) {
+  if (process.env.CI === "true") {
+    throw new Error(`persist-session tests: no PostgreSQL answers at ${postgresUrl}, and CI=true does not skip the PostgreSQL tests. Start one (.ci/run does) or set POSTGRES_URL.`);
+  }
+  console.log(`PostgreSQL tests skipped: no PostgreSQL at ${postgresUrl}. Start one or set POSTGRES_URL, then run npx vitest run test/postgres test/behaviour.test.ts.`);
+}
+
+export const postgresStoreKind: StoreKind = {
+  name: "PostgresStore",
+  async create() {
+    const pool = connectPostgres();
+    const schema = uniquePostgresSchema();
+    return {
+      open: () => new PostgresStore({ pool, schema }),
+      ids: () => postgresIds(pool, schema),
+      cleanup: async () => {
+        await dropPostgresSchema(pool, schema);
+        await pool.end();
+      },
+    };
+  },
+};
+
+/** Every store the behavioural suite runs against; RedisStore and PostgresStore join when a server answers. */
+export const storeKinds: StoreKind[] = [fileStoreKind, memoryStoreKind, ...(redisAvailable ? [redisStoreKind] : []), ...(postgresAvailable ? [postgresStoreKind] : [])];
