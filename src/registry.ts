@@ -33,17 +33,25 @@ const registry: Registry = ((globalThis as Record<symbol, unknown>)[kRegistry] a
   ((globalThis as Record<symbol, unknown>)[kRegistry] = { byKey: new Map(), userKeys: undefined } satisfies Registry) as Registry;
 
 /**
+ * Class names by key, as this copy of the module registered them. Another
+ * copy (a second module graph: Next.js's server layers) registers the same
+ * class again, and its minifier may name it otherwise (`i`, `j`), so a
+ * taken key is checked only against the classes of this copy.
+ */
+const ownClassNames = new Map<string, string>();
+
+/**
  * Registers a decorated class under its key. The same class name again is a
- * module reloaded in development (or loaded by a second module graph): the
- * newest class wins. Another class under a taken key is a mistake.
+ * module reloaded in development, and a key registered by another copy of
+ * this module is the same class loaded by a second module graph: the newest
+ * class wins. Another class under a key this copy took is a mistake.
  */
 export function register(registration: Registration): void {
-  const existing = registry.byKey.get(registration.key);
-  if (existing !== undefined && existing.className !== registration.className) {
-    throw new Error(
-      `persist-session: @persist("${registration.key}") is already used by class ${existing.className}. Give ${registration.className} a key of its own.`,
-    );
+  const existing = ownClassNames.get(registration.key);
+  if (existing !== undefined && existing !== registration.className) {
+    throw new Error(`persist-session: @persist("${registration.key}") is already used by class ${existing}. Give ${registration.className} a key of its own.`);
   }
+  ownClassNames.set(registration.key, registration.className);
   registry.byKey.set(registration.key, registration);
   registry.userKeys = undefined;
 }

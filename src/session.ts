@@ -5,9 +5,15 @@ import { handleNodeRequest, type NextFunction } from "./adapters/node.js";
 import { getRequestState, runInRequest } from "./context.js";
 import type { CommitResult, RequestPhase, RequestState, StateInfo } from "./request-state.js";
 import { SessionCore, type OpenInit, type PersistSessionOptions, type UserRecord } from "./session-core.js";
+import { shareEngine, storeLocation } from "./shared-engine.js";
+import { FileStore } from "./stores/file.js";
 
-/** The engine behind a `Sessions`, for the package's own tests and tools; not part of the API. */
-export const kCore = Symbol("persist-session.core");
+/**
+ * The engine behind a `Sessions`, for the package's own tests, tools and
+ * adapters; not part of the API. `Symbol.for`: a `Sessions` shared by another
+ * copy of this package (see shared-engine.ts) carries it under the same key.
+ */
+export const kCore = Symbol.for("persist-session.core.v1");
 
 /** What {@link Sessions.open} needs to know of a request. */
 export interface OpenRequestInit extends OpenInit {
@@ -90,7 +96,11 @@ export interface Sessions {
   deleteUser(userId: string): Promise<number>;
   /** Deletes expired records and orphaned temporary files now; resolves with how many it removed. Runs on a timer too. */
   sweep(): Promise<number>;
-  /** Waits for every pending write, stops the sweep timer and closes the store. */
+  /**
+   * Waits for every pending write, stops the sweep timer and closes the store.
+   * Several `persistSession()` calls on one FileStore directory share one
+   * engine (see {@link persistSession}): it closes with the last of them.
+   */
   close(): Promise<void>;
   /** Events streams following changes now: each holds a connection; for monitoring. */
   readonly openStreams: number;
@@ -98,6 +108,12 @@ export interface Sessions {
 
 /**
  * Creates the request layer that gives each browser its `@persist` instances.
+ *
+ * One engine serves a FileStore directory per process: a second call on the
+ * same directory (another module graph of the app, as Next.js builds them,
+ * loads the module that made the first) is served by the first call's engine,
+ * so both see the same locks and records. Its options must be the same, or it
+ * throws; `close()` closes the engine with the last call's.
  *
  * @example
  * ```ts
@@ -108,6 +124,16 @@ export interface Sessions {
  * ```
  */
 export function persistSession(options: PersistSessionOptions = {}): Sessions {
+  // Not an object: SessionCore says so.
+  if (typeof options !== "object" || options === null) return createSessions(options);
+  const store = options.store ?? new FileStore();
+  const location = storeLocation(store);
+  if (location === undefined) return createSessions({ ...options, store });
+  const { engine, release } = shareEngine(location, options, () => createSessions({ ...options, store }));
+  return handleOf(engine, release);
+}
+
+function createSessions(options: PersistSessionOptions): Sessions {
   const core = new SessionCore(options);
   const sessions = (req: IncomingMessage, res: ServerResponse, next?: NextFunction) => handleNodeRequest(core, req, res, next);
   const api = Object.assign(sessions, {
@@ -122,6 +148,27 @@ export function persistSession(options: PersistSessionOptions = {}): Sessions {
   });
   Object.defineProperty(api, kCore, { value: core });
   return Object.defineProperty(api, "openStreams", { get: () => core.feed.subscriptionCount, enumerable: true }) as Sessions;
+}
+
+/**
+ * One `persistSession()` call's view of a shared engine: every method is the
+ * engine's own (built by the copy of this package that created it), and
+ * `close()` gives this call back, closing the engine when it was the last.
+ */
+function handleOf(engine: Sessions, release: () => boolean): Sessions {
+  let closing: Promise<void> | undefined;
+  const handle = Object.assign((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => engine(req, res, next), {
+    fetch: <A extends unknown[]>(handler: FetchHandler<A>) => engine.fetch(handler),
+    open: (init: OpenRequestInit) => engine.open(init),
+    events: (req: IncomingMessage, res: ServerResponse) => engine.events(req, res),
+    fetchEvents: (request: Request) => engine.fetchEvents(request),
+    sweep: () => engine.sweep(),
+    exportUser: (userId: string) => engine.exportUser(userId),
+    deleteUser: (userId: string) => engine.deleteUser(userId),
+    close: () => (closing ??= release() ? engine.close() : Promise.resolve()),
+  });
+  Object.defineProperty(handle, kCore, { value: (engine as unknown as Record<symbol, unknown>)[kCore] });
+  return Object.defineProperty(handle, "openStreams", { get: () => engine.openStreams, enumerable: true }) as Sessions;
 }
 
 async function openRequest(core: SessionCore, init: OpenRequestInit): Promise<StateRequest> {

@@ -143,7 +143,7 @@ export class FileStore implements SessionStore {
   }
 
   async *expiredIds(now: number): AsyncIterable<string> {
-    await this.#ensureDir();
+    if (!(await this.#sweepable())) return;
     const buffer = Buffer.alloc(HEADER_READ_BYTES);
     for await (const dirent of await opendir(this.dir)) {
       if (!dirent.isFile() || !isUuidV4(dirent.name)) continue;
@@ -168,7 +168,7 @@ export class FileStore implements SessionStore {
   }
 
   async removeOrphans(): Promise<number> {
-    await this.#ensureDir();
+    if (!(await this.#sweepable())) return 0;
     let removed = 0;
     for await (const dirent of await opendir(this.dir)) {
       if (!dirent.isFile() || !dirent.name.endsWith(TEMP_SUFFIX)) continue;
@@ -250,6 +250,22 @@ export class FileStore implements SessionStore {
     // Defence in depth: the session layer has checked already, but no other string may become a path.
     if (!isUuidV4(id)) throw new TypeError("persist-session: FileStore was given an id that is not a UUIDv4.");
     return join(this.dir, id);
+  }
+
+  /**
+   * {@link #ensureDir} for the sweep, which has nothing to do before the first
+   * write and must not create the directory: `next build` loads the app's
+   * modules, and a build must leave no store directory behind (issue #15).
+   */
+  async #sweepable(): Promise<boolean> {
+    try {
+      await stat(this.dir);
+    } catch (error) {
+      if (isCode(error, "ENOENT")) return false;
+      throw error;
+    }
+    await this.#ensureDir();
+    return true;
   }
 
   #ensureDir(): Promise<void> {
