@@ -9,7 +9,15 @@ import { coreOf, serveFrameworkRequest } from "./web-framework.js";
 const READ_ONLY_ADVICE =
   "load functions and the page render (GET and HEAD requests) only read it: change it in a form action or in a POST, PUT, PATCH or DELETE request handler.";
 
-/** Options of {@link createHandle}. */
+/**
+ * Options of {@link createHandle}.
+ *
+ * @example
+ * ```ts
+ * // Behind a proxy of your own that always terminates TLS:
+ * export const handle = createHandle(sessions, { https: () => true });
+ * ```
+ */
 export interface HandleOptions {
   /**
    * Whether the request came over HTTPS, which decides the cookies' `Secure`.

@@ -6,6 +6,11 @@ import { failure, isHttps, withSetCookies } from "./fetch.js";
  * What a framework adapter knows of one request, for {@link serveFrameworkRequest}.
  * The frameworks here (React Router middleware, SvelteKit's `handle`, Astro
  * middleware) each hand their middleware a Fetch `Request` and get a `Response` back.
+ *
+ * @example
+ * ```ts
+ * const init: FrameworkRequest = { request: event.request, readOnlyAdvice: "Change it in a form action." };
+ * ```
  */
 export interface FrameworkRequest {
   readonly request: Request;
@@ -31,12 +36,28 @@ export interface FrameworkRequest {
  */
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
 
-/** Whether a request of `method` only reads state (RFC 9110's safe methods). */
+/**
+ * Whether a request of `method` only reads state (RFC 9110's safe methods).
+ *
+ * @example
+ * ```ts
+ * isReadingMethod("GET"); // true: a page render
+ * isReadingMethod("POST"); // false: an action
+ * ```
+ */
 export function isReadingMethod(method: string): boolean {
   return SAFE_METHODS.has(method.toUpperCase());
 }
 
-/** The engine behind `sessions`, for the adapters' failure answers and warnings. */
+/**
+ * The engine behind `sessions`, for the adapters' failure answers and
+ * warnings; a `TypeError` for anything persistSession() did not return.
+ *
+ * @example
+ * ```ts
+ * coreOf(sessions).logger.warn("persist-session: …");
+ * ```
+ */
 export function coreOf(sessions: Sessions): SessionCore {
   const core = (sessions as unknown as Record<symbol, SessionCore | undefined>)[kCore];
   if (core === undefined) throw new TypeError("persist-session: the adapter was given something persistSession() did not return. Pass it the `sessions` that persistSession() returned.");
@@ -55,6 +76,12 @@ export function coreOf(sessions: Sessions): SessionCore {
  *   error), and it is returned with its cookies once the state is stored.
  *   A change after that, in a part of the body still streaming, throws
  *   `… after the response was sent`.
+ *
+ * @example
+ * ```ts
+ * export const handle: Handle = ({ event, resolve }) =>
+ *   serveFrameworkRequest(sessions, { request: event.request, readOnlyAdvice: "Change it in a form action." }, async () => resolve(event));
+ * ```
  */
 export async function serveFrameworkRequest(sessions: Sessions, init: FrameworkRequest, handle: () => Promise<Response>): Promise<Response> {
   const core = coreOf(sessions);
@@ -102,6 +129,11 @@ async function commitWith(core: SessionCore, state: StateRequest, response: Resp
 /**
  * `response` with a body that calls `end` once it has been read to its end,
  * failed or been cancelled (the client left); `end` runs at once when there is no body.
+ *
+ * @example
+ * ```ts
+ * return endWithBody(response, () => state.commit({ status: response.status }));
+ * ```
  */
 export function endWithBody(response: Response, end: () => void): Response {
   const body = response.body;
