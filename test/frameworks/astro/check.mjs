@@ -23,7 +23,10 @@ const act = (jar, i) =>
     () => jar.request("/api/inc", { method: "POST", headers: { origin: ORIGIN } }),
     () => jar.request("/", { method: "POST", headers: { origin: ORIGIN }, body: new URLSearchParams({ intent: "inc" }) }),
   ][i % 3]();
-const read = async (jar, path = "/") => parseCounts(await (await jar.request(path)).text());
+const read = async (jar) => ({
+  count: parseCounts(await (await jar.request("/")).text()).count,
+  later: parseCounts(await (await jar.request("/late")).text()).later,
+});
 const reset = (jar) => jar.request("/", { method: "POST", headers: { origin: ORIGIN }, body: new URLSearchParams({ intent: "reset" }) });
 
 const certDir = mkdtempSync(join(tmpdir(), "persist-session-astro-tls-"));
@@ -40,7 +43,7 @@ try {
       assertEqual(await read(jar), { count: 1, later: 1 }, "page");
       const before = server.output().length;
       // Late.astro changes the count after the headers went out: Astro cuts the page short (the status was sent already).
-      const html = await (await jar.request("/?bump")).text().catch(() => "");
+      const html = await (await jar.request("/late?bump")).text().catch(() => "");
       assert(!html.includes('id="later"'), "the component that changed state rendered");
       assert(await printed(server, before, "cannot be changed here: this request only reads state"), `no read-only error logged:\n${server.output().slice(before)}`);
       assertEqual((await read(jar)).count, 1, "count after the GET");
@@ -48,10 +51,10 @@ try {
 
     await check("on a POST, the page renders in full before the commit: a late component's change is stored", async () => {
       const jar = new Jar(server.url);
-      const response = await jar.request("/?bump", { method: "POST", headers: { origin: ORIGIN }, body: new URLSearchParams({ intent: "inc" }) });
-      assertEqual(parseCounts(await response.text()), { count: 1, later: 2 }, "the POST page");
+      const response = await jar.request("/late?bump", { method: "POST", headers: { origin: ORIGIN }, body: new URLSearchParams() });
+      assertEqual(parseCounts(await response.text()).later, 1, "the POST page");
       assertCookieAttributes(setCookieOf(response, "counter"), { secure: false });
-      assertEqual((await read(jar)).count, 2, "count after the POST");
+      assertEqual((await read(jar)).count, 1, "count after the POST");
     });
   } finally {
     await server.stop();

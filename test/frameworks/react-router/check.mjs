@@ -11,7 +11,12 @@ const bin = (name) => `node_modules/.bin/${name}`;
 // A document POST (the action, then the page) and a resource route's action, in turn.
 const act = (jar, i) =>
   i % 2 === 0 ? jar.request("/?index", { method: "POST", body: new URLSearchParams({ intent: "inc" }) }) : jar.request("/inc", { method: "POST" });
-const read = async (jar) => parseCounts(await (await jar.request("/")).text());
+// A browser's User-Agent: React Router waits for all deferred data before answering a bot (isbot), and streams to browsers.
+const BROWSER = { "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36" };
+const read = async (jar) => ({
+  count: parseCounts(await (await jar.request("/", { headers: BROWSER })).text()).count,
+  later: parseCounts(await (await jar.request("/late", { headers: BROWSER })).text()).later,
+});
 const reset = (jar) => jar.request("/?index", { method: "POST", body: new URLSearchParams({ intent: "reset" }) });
 
 try {

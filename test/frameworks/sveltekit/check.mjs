@@ -18,11 +18,10 @@ const actWith = (origin) => (jar, i) =>
   i % 2 === 0
     ? jar.request("/?/inc", { method: "POST", headers: { origin, accept: "text/html" }, body: new URLSearchParams() })
     : jar.request("/inc", { method: "POST" });
-/** The count in the page, and the streamed promise's value (SvelteKit resolves it in a script at the end of the body). */
+/** The count in the page, and the streamed promise's value of /late (SvelteKit resolves it in a script at the end of the body). */
 async function read(jar) {
-  const html = await (await jar.request("/")).text();
-  const count = /id="count">count=(\d+)/.exec(html);
-  const later = /\.resolve\(1, \(\) => \[(\d+)\]\)/.exec(html);
+  const count = /id="count"[^>]*>count=(\d+)/.exec(await (await jar.request("/")).text());
+  const later = /\.resolve\(1, \(\) => \[(\d+)\]\)/.exec(await (await jar.request("/late")).text());
   return { count: count ? Number(count[1]) : undefined, later: later ? Number(later[1]) : undefined };
 }
 

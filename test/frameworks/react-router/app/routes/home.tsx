@@ -1,12 +1,9 @@
-import { Suspense } from "react";
-import { Await, Form, useLoaderData } from "react-router";
+import { Form, useLoaderData } from "react-router";
 import { clearCookieState } from "persist-session";
 import { Counter } from "../state";
 
 export function loader() {
-  // Streamed after the headers: a GET request reads state until its body ends.
-  const later = new Promise((resolve) => setTimeout(resolve, 20)).then(() => new Counter().count);
-  return { count: new Counter().count, later };
+  return { count: new Counter().count };
 }
 
 export async function action({ request }: { request: Request }) {
@@ -18,13 +15,10 @@ export async function action({ request }: { request: Request }) {
 }
 
 export default function Home() {
-  const { count, later } = useLoaderData<typeof loader>();
+  const { count } = useLoaderData<typeof loader>();
   return (
     <main>
       <p id="count">count={count}</p>
-      <Suspense fallback={<p>loading</p>}>
-        <Await resolve={later}>{(value) => <p id="later">later={value}</p>}</Await>
-      </Suspense>
       <Form method="post">
         <button name="intent" value="inc">+1</button>
         <button name="intent" value="reset">reset</button>
