@@ -1,0 +1,4 @@
+import { createMiddleware } from "persist-session/astro";
+import { sessions } from "./state";
+
+export const onRequest = createMiddleware(sessions);

@@ -1,0 +1,5 @@
+import { sveltekit } from "@sveltejs/kit/vite";
+import { defineConfig } from "vite";
+
+// esbuild's es2022 target lowers @persist in the dev server: Node 20 cannot run decorators as written.
+export default defineConfig({ plugins: [sveltekit()], esbuild: { target: "es2022" } });
