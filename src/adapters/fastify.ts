@@ -6,7 +6,14 @@ import type { SessionCore } from "../session-core.js";
 import { frameworkFailure } from "./failure.js";
 import { commitAndStore, coreOf, openNodeRequest } from "./framework.js";
 
-/** Options of the {@link persistState} plugin. */
+/**
+ * Options of the {@link persistState} plugin.
+ *
+ * @example
+ * ```ts
+ * scoped.register(persistState, { sessions } satisfies PersistStateOptions);
+ * ```
+ */
 export interface PersistStateOptions {
   /** What `persistSession()` returned. */
   readonly sessions: Sessions;

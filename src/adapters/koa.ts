@@ -15,25 +15,26 @@ import { coreOf, openNodeRequest, WriteGate } from "./framework.js";
  * answers on `ctx.res` itself (`ctx.respond = false`) commits at its first
  * write, as on node:http.
  *
- * Mount it where state is used (a router's routes, or after `koa-static`):
- * a request under it holds its browser's lock until then. A request that
- * cannot start (the lock stayed held for `lockTimeout`, the store is down)
- * throws an error with `status` 503 into Koa's error handling; one whose state
- * cannot be stored throws the store's error (a 500).
+ * Mount it where state is used (`router.use("/app", …)` with @koa/router, or
+ * `app.use` after what must not wait, like static files): a request under it
+ * holds its browser's lock until then. A request that cannot start (the lock
+ * stayed held for `lockTimeout`, the store is down) throws an error with
+ * `status` 503 into Koa's error handling; one whose state cannot be stored
+ * throws the store's error (a 500).
  *
  * @example
  * ```ts
  * import Koa from "koa";
+ * import Router from "@koa/router";
  * import { persistState, serveEvents } from "persist-session/koa";
  *
- * const app = new Koa();
- * app.use(serveStatic);                    // files never wait for state
- * app.use(persistState(sessions));
- * app.use((ctx) => {
- *   const state = new AppState();
- *   if (ctx.path === "/inc") state.count += 1;
- *   ctx.body = { count: state.count };
+ * const router = new Router();
+ * router.get("/events", serveEvents(sessions));
+ * router.use("/app", persistState(sessions)); // only the /app routes take the state's lock
+ * router.post("/app/inc", (ctx) => {
+ *   ctx.body = { count: ++new AppState().count };
  * });
+ * export const app = new Koa().use(router.routes());
  * ```
  */
 export function persistState<StateT = DefaultState, ContextT = DefaultContext>(sessions: Sessions): Middleware<StateT, ContextT> {
@@ -72,8 +73,8 @@ export function persistState<StateT = DefaultState, ContextT = DefaultContext>(s
  *
  * @example
  * ```ts
- * app.use((ctx, next) => (ctx.path === "/events" ? serveEvents(sessions)(ctx, next) : next()));
- * // with @koa/router: router.get("/events", serveEvents(sessions));
+ * router.get("/events", serveEvents(sessions)); // @koa/router
+ * // in the page: new EventSource("/events").addEventListener("change", () => location.reload());
  * ```
  */
 export function serveEvents<StateT = DefaultState, ContextT = DefaultContext>(sessions: Sessions): Middleware<StateT, ContextT> {
