@@ -197,9 +197,10 @@ export class RequestState implements StateContext {
 
   /** `GET /path` of the request, for the log line of a request that waited on it. */
   describe(): string {
-    const request = this.request as { method?: unknown; url?: unknown } | undefined;
+    const request = this.request as { method?: unknown; url?: unknown; originalUrl?: unknown } | undefined;
     if (typeof request?.method !== "string" || typeof request.url !== "string") return "a request";
-    const url = request.url;
+    // Express and h3 take a mount's prefix off `url` while the mounted handler runs; `originalUrl` keeps it.
+    const url = typeof request.originalUrl === "string" ? request.originalUrl : request.url;
     // The path only: a query string may carry tokens, and logs are read by many.
     const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
     const path = start < 0 ? "/" : url.slice(start).split(/[?#]/, 1)[0];

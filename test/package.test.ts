@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -92,5 +92,36 @@ describe("the published package", () => {
     expect(paths).toContain("README.md");
     expect(paths).toContain("LICENSE");
     expect(paths.filter((path) => !/^(dist\/.*\.(js|d\.ts)|package\.json|README\.md|LICENSE)$/.test(path))).toEqual([]);
+  });
+
+  it("exports one adapter per server framework, each persistState and serveEvents", async () => {
+    for (const framework of ["hono", "fastify", "koa", "h3"]) {
+      expect(import.meta.resolve(`persist-session/${framework}`)).toMatch(new RegExp(`/dist/adapters/${framework}\\.js$`));
+      expect(Object.keys(await import(/* @vite-ignore */ `persist-session/${framework}`)).sort()).toEqual(["persistState", "serveEvents"]);
+    }
+  });
+
+  it("loads no framework at run time but Hono's HTTPException and Next's cookies(), each from its own entry only", () => {
+    const dist = new URL("../dist/", import.meta.url);
+    const bare = new Set<string>();
+    for (const file of readdirSync(dist, { recursive: true, encoding: "utf8" }).filter((name) => name.endsWith(".js"))) {
+      for (const [, specifier] of readFileSync(new URL(file, dist), "utf8").matchAll(/^import\s[^"']*["']([^"']+)["']/gm)) {
+        if (!specifier!.startsWith(".")) bare.add(specifier!);
+      }
+    }
+    expect([...bare].filter((name) => !name.startsWith("node:")).sort()).toEqual(["cookie", "devalue", "hono/http-exception", "next/headers.js", "uuid"]);
+  });
+
+  it("loads from a CommonJS module (require) on the Node versions engines names", () => {
+    const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { engines: { node: string } };
+    // require(esm) is unflagged from these on; the package is ESM-only and has no top-level await.
+    expect(manifest.engines.node).toBe("^20.19.0 || >=22.12.0");
+    const [major, minor] = process.versions.node.split(".").map(Number) as [number, number];
+    expect((major === 20 && minor >= 19) || (major === 22 && minor >= 12) || major > 22).toBe(true);
+    const script = `const { persistSession } = require("persist-session");
+      const adapters = ["hono", "fastify", "koa", "h3", "redis"].map((name) => Object.keys(require("persist-session/" + name)).length);
+      console.log(typeof persistSession, adapters.every((count) => count > 0));`;
+    const out = execFileSync(process.execPath, ["--input-type=commonjs", "-e", script], { cwd: new URL("..", import.meta.url), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    expect(out.trim()).toBe("function true");
   });
 });

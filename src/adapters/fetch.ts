@@ -17,9 +17,7 @@ export function wrapFetchHandler<A extends unknown[]>(core: SessionCore, handler
   return async (request, ...rest) => {
     let state: RequestState;
     try {
-      state = core.open({ cookieHeader: request.headers.get("cookie") ?? undefined, https: isHttps(request, core.trustProxy), request });
-      // A client that leaves while the request waits for a lock gives its place up; later, the handler runs on.
-      request.signal.addEventListener("abort", () => state.disconnected(), { once: true });
+      state = openFetchRequest(core, request);
       if (state.ready !== undefined) await state.ready;
     } catch (error) {
       return failure(core, error);
@@ -43,6 +41,14 @@ export function wrapFetchHandler<A extends unknown[]>(core: SessionCore, handler
     }
     return withSetCookies(response, cookies);
   };
+}
+
+/** Opens the request of a Fetch `request` (its Cookie header, its URL's protocol), told by its `signal` when the client leaves. */
+export function openFetchRequest(core: SessionCore, request: Request): RequestState {
+  const state = core.open({ cookieHeader: request.headers.get("cookie") ?? undefined, https: isHttps(request, core.trustProxy), request });
+  // A client that leaves while the request waits for a lock gives its place up; later, the handler runs on.
+  request.signal.addEventListener("abort", () => state.disconnected(), { once: true });
+  return state;
 }
 
 /** `response` with `cookies` added; a copy when its headers are immutable (Response.redirect, a fetched Response). */

@@ -41,7 +41,7 @@ export function handleNodeRequest(core: SessionCore, req: IncomingMessage, res: 
 }
 
 /** The request's side of the gate: commit (or abort on a 5xx), and answer failures. */
-class NodeRequest implements GateOwner {
+export class NodeRequest implements GateOwner {
   constructor(
     readonly core: SessionCore,
     readonly request: RequestState,
