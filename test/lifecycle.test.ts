@@ -406,7 +406,7 @@ describe("sessions.events on a response it must not write to (child process)", (
       started.once("exit", (code) => reject(new Error(`the fixture exited (${code}): ${stderr}`)));
     });
     const hit = async (port: number, path: string) => {
-      const aborted = AbortSignal.timeout(400);
+      const aborted = AbortSignal.timeout(5000); // each of these answers at once, or ends within 200 ms
       try {
         const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: aborted });
         return { status: response.status, body: await response.text().catch(() => "(cut)") };
