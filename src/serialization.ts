@@ -13,17 +13,19 @@ export interface PersistType<T = unknown, R = unknown> {
 /** Registered types by name; the name is stored in the record, so keep it stable. */
 export type PersistTypes = Readonly<Record<string, PersistType>>;
 
+const STORE_PLAIN_DATA =
+  "Store plain data (objects, arrays, Map, Set, Date, BigInt, typed arrays) or register the class with @persist(key, { types }).";
+
 /** Thrown when a value cannot be stored; `path` says where, like `AppState.items[2]`. */
 export class UnpersistableValueError extends TypeError {
   override readonly name = "UnpersistableValueError";
+  /** `advice` replaces the general one when the fix is specific (a frozen object, a `__proto__` key). */
   constructor(
     readonly path: string,
     reason: string,
+    advice: string = STORE_PLAIN_DATA,
   ) {
-    super(
-      `persist-session: cannot persist ${path} (${reason}). ` +
-        "Store plain data (objects, arrays, Map, Set, Date, BigInt, typed arrays) or register the class with @persist(key, { types }).",
-    );
+    super(`persist-session: cannot persist ${path} (${reason}). ${advice}`);
   }
 }
 

@@ -2,7 +2,23 @@
  * Deep change tracking. Django, Flask and the seed package only see top-level
  * assignments, so `s.items.push(x)` is silently lost there; here every nested
  * object is reached through a proxy that reports the change before it lands.
+ *
+ * Every route from a persisted instance to a stored object's insides either
+ * goes through such a proxy or is refused with an error naming the path, so a
+ * change can never land in memory without the record being written (#17):
+ * property writes, deletions and definitions; property descriptors (their
+ * `value` comes back tracked); the methods of Map, Set, Date, typed arrays,
+ * DataView, ArrayBuffer, URL and URLSearchParams, which run on the real object
+ * and report the ones that change it; callbacks those methods call (they get
+ * the proxy, never the real object); typed-array views (`subarray()` is
+ * tracked; a new view over a stored ArrayBuffer is refused). What the store
+ * would not keep is refused at the assignment: `__proto__` keys (prototype
+ * pollution through `Object.assign(state, JSON.parse(body))`), frozen objects,
+ * accessors, non-enumerable or read-only properties, named properties on
+ * arrays, Maps or Dates, resizable buffers.
  */
+import { types } from "node:util";
+import { UnpersistableValueError } from "./serialization.js";
 
 /** What a proxy reports to; one per persisted instance per request. */
 export interface ChangeSink {
@@ -13,25 +29,147 @@ export interface ChangeSink {
   markChanged(): void;
 }
 
-const rawByProxy = new WeakMap<object, object>();
+/** Which traps and methods an object gets: decided once, when its proxy is made. */
+type Kind = "object" | "array" | "map" | "set" | "date" | "typed" | "view" | "buffer" | "regexp" | "url" | "params" | "boxed";
+
+interface Proxied {
+  readonly raw: object;
+  readonly tracker: Tracker;
+}
+
+const proxies = new WeakMap<object, Proxied>();
 
 /** The object behind a tracking proxy, or the value itself. */
 export function unwrap<T>(value: T): T {
   if (typeof value === "object" && value !== null) {
-    const raw = rawByProxy.get(value);
-    if (raw !== undefined) return raw as T;
+    const proxied = proxies.get(value);
+    if (proxied !== undefined) return proxied.raw as T;
   }
   return value;
 }
 
-const MAP_MUTATORS = new Set(["set", "delete", "clear"]);
-const SET_MUTATORS = new Set(["add", "delete", "clear"]);
-const TYPED_ARRAY_MUTATORS = new Set(["set", "fill", "copyWithin", "reverse", "sort"]);
-/** Reads that hand out stored objects, which must come back tracked. */
-const COLLECTION_READERS = new Set(["get", "values", "entries", "keys", "forEach", Symbol.iterator]);
+/** Methods that change the object they are called on, by kind; Date and DataView: every `set…`. */
+const MUTATORS: Partial<Record<Kind, ReadonlySet<string>>> = {
+  map: new Set(["set", "delete", "clear"]),
+  set: new Set(["add", "delete", "clear"]),
+  typed: new Set(["set", "fill", "copyWithin", "reverse", "sort"]),
+  buffer: new Set(["resize"]),
+  regexp: new Set(["compile"]),
+  params: new Set(["append", "delete", "set", "sort"]),
+};
+/** Reads of a Map or Set that hand out stored objects, which must come back tracked. */
+const COLLECTION_READERS = new Set<string | symbol>(["get", "values", "entries", "keys", "forEach", Symbol.iterator]);
+/** They detach the stored buffer, leaving the state an empty one. */
+const DETACHING = new Set(["transfer", "transferToFixedLength"]);
+const ATTRIBUTES = ["writable", "enumerable", "configurable"] as const;
 
-function isTypedArray(value: object): boolean {
-  return ArrayBuffer.isView(value) && !(value instanceof DataView);
+/** Each kind as a message names it, with its article. */
+const NAMES: Record<Kind, string> = {
+  object: "an object",
+  array: "an array",
+  map: "a Map",
+  set: "a Set",
+  date: "a Date",
+  typed: "a typed array",
+  view: "a DataView",
+  buffer: "an ArrayBuffer",
+  regexp: "a RegExp",
+  url: "a URL",
+  params: "a URLSearchParams",
+  boxed: "a boxed primitive",
+};
+
+function kindOf(value: object): Kind {
+  if (Array.isArray(value)) return "array";
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto === Object.prototype || proto === null) return "object";
+  // Brand checks, not instanceof: an object that merely inherits from Map.prototype is no Map.
+  if (types.isMap(value)) return "map";
+  if (types.isSet(value)) return "set";
+  if (types.isDate(value)) return "date";
+  if (types.isTypedArray(value)) return "typed";
+  if (types.isDataView(value)) return "view";
+  if (types.isAnyArrayBuffer(value)) return "buffer";
+  if (types.isRegExp(value)) return "regexp";
+  if (types.isBoxedPrimitive(value)) return "boxed";
+  if (value instanceof URL) return "url";
+  if (value instanceof URLSearchParams) return "params";
+  return "object";
+}
+
+const ARRAY_INDEX = /^(?:0|[1-9]\d*)$/;
+
+function isArrayIndex(prop: string): boolean {
+  return ARRAY_INDEX.test(prop) && Number(prop) < 2 ** 32 - 1;
+}
+
+/** What a typed array treats as an element (ECMA-262 CanonicalNumericIndexString), in range or not. */
+function isCanonicalNumeric(prop: string): boolean {
+  return prop === "-0" || String(Number(prop)) === prop;
+}
+
+function hasSetter(proto: object, prop: string): boolean {
+  return Object.getOwnPropertyDescriptor(proto, prop)?.set !== undefined;
+}
+
+/** Whether a property of this kind of object is stored (devalue keeps array elements, not named properties on arrays, Maps…). */
+function keepsKey(kind: Kind, prop: string): boolean {
+  switch (kind) {
+    case "object":
+      return true;
+    case "array":
+      return prop === "length" || isArrayIndex(prop);
+    case "typed":
+      return isCanonicalNumeric(prop);
+    case "url":
+      // href, pathname, search…: the URL's own setters, so the change is in what is stored (its href).
+      return hasSetter(URL.prototype, prop);
+    case "regexp":
+      // Not stored (devalue keeps source and flags), but exec() and test() move it anyway: it is not state.
+      return prop === "lastIndex";
+    default:
+      return false;
+  }
+}
+
+/** Whether an own property an assigned object already has is stored (devalue keeps an array's elements, not its named properties). */
+function storesOwnKey(kind: Kind, key: string): boolean {
+  switch (kind) {
+    case "object":
+      return true;
+    case "array":
+      return key === "length" || isArrayIndex(key);
+    case "regexp":
+      return key === "lastIndex";
+    case "boxed":
+      // A String object's characters and length.
+      return key === "length" || isArrayIndex(key);
+    default:
+      return false;
+  }
+}
+
+function refuseProto(path: string): never {
+  throw new UnpersistableValueError(
+    `${path}.__proto__`,
+    "a __proto__ key, which would reach or replace a prototype",
+    "Drop __proto__ keys from input before assigning it (Object.assign(state, JSON.parse(body)) copies them); use Object.getPrototypeOf() to read a prototype.",
+  );
+}
+
+function refuseKey(where: string, kind: Kind): never {
+  throw new UnpersistableValueError(
+    where,
+    `a named property of ${NAMES[kind]}, which the store does not keep`,
+    `Keep such data in a plain object beside it.`,
+  );
+}
+
+function refuseView(path: string): never {
+  throw new TypeError(
+    `persist-session: cannot make a view of the ArrayBuffer ${path}: changes through it would not be stored. ` +
+      "Change the typed array that holds it (its elements, set(), fill() and subarray() views are tracked), or copy it with slice().",
+  );
 }
 
 /** Hands out tracking proxies over one instance's object graph, one proxy per object. */
@@ -43,9 +181,9 @@ export class Tracker {
   track<T extends object>(raw: T, path: string): T {
     const existing = this.#proxies.get(raw);
     if (existing !== undefined) return existing as T;
-    const proxy = new Proxy(raw, this.#handler(path) as ProxyHandler<T>);
+    const proxy = new Proxy(raw, this.#handler(kindOf(raw), path) as ProxyHandler<T>);
     this.#proxies.set(raw, proxy);
-    rawByProxy.set(proxy, raw);
+    proxies.set(proxy, { raw, tracker: this });
     return proxy;
   }
 
@@ -60,36 +198,131 @@ export class Tracker {
     return value;
   }
 
-  #handler(path: string): ProxyHandler<object> {
+  /**
+   * Makes an assigned value fit to be state, in place: every tracking proxy of this
+   * instance inside it becomes the object behind it (the stored graph never holds a
+   * proxy, which devalue would copy or refuse), and what the store would not bring
+   * back as it is refused with its path. devalue then checks the rest
+   * ({@link ChangeSink.assertPersistable}).
+   */
+  #adopt(value: unknown, path: string): unknown {
+    if (typeof value !== "object" || value === null) return value;
+    const seen = new Set<object>();
+    const visit = (node: object, where: string): object => {
+      const proxied = proxies.get(node);
+      if (proxied !== undefined) {
+        if (proxied.tracker.sink !== this.sink) {
+          throw new UnpersistableValueError(
+            where,
+            "an object of another persisted state, or one handed out by an earlier request",
+            "Two records cannot share an object: assign a copy ({ ...value }, [...value], new Map(value)).",
+          );
+        }
+        return proxied.raw;
+      }
+      if (seen.has(node)) return node;
+      seen.add(node);
+      const kind = kindOf(node);
+      const proto: unknown = Object.getPrototypeOf(node);
+      // An instance of a registered class is its type's to reduce; devalue refuses unregistered ones.
+      if (kind === "object" && proto !== Object.prototype && proto !== null) return node;
+      if (!Object.isExtensible(node)) {
+        throw new UnpersistableValueError(where, "a frozen, sealed or non-extensible object", "Restored state is always changeable: assign a changeable copy.");
+      }
+      if (Buffer.isBuffer(node)) {
+        throw new UnpersistableValueError(where, "a Node.js Buffer, which would come back as a plain Uint8Array", "Assign new Uint8Array(buffer).");
+      }
+      const buffer = kind === "buffer" ? node : kind === "typed" || kind === "view" ? (node as ArrayBufferView).buffer : undefined;
+      if (buffer !== undefined && (buffer as { resizable?: boolean }).resizable === true) {
+        throw new UnpersistableValueError(where, "a resizable ArrayBuffer, which would come back fixed-length", "Assign a fixed-length copy (buffer.slice(0)).");
+      }
+      // A typed array's own keys are its elements: listing a large one would cost a string per element, and
+      // nothing but its elements is reachable through the proxy (named properties are refused there).
+      if (kind === "typed") return node;
+      const descriptors = Object.getOwnPropertyDescriptors(node) as Record<string | symbol, PropertyDescriptor>;
+      for (const key of Reflect.ownKeys(descriptors)) {
+        const keyPath = typeof key === "string" && ARRAY_INDEX.test(key) ? `${where}[${key}]` : `${where}.${String(key)}`;
+        if (typeof key === "symbol") throw new UnpersistableValueError(keyPath, "a symbol-keyed property", "Use a string key.");
+        if (key === "__proto__") refuseProto(where);
+        if (!storesOwnKey(kind, key)) refuseKey(keyPath, kind);
+        // Built-in parts (an array's length, a String's characters, a RegExp's lastIndex) are what they are.
+        if (kind !== "object" && kind !== "array") continue;
+        if (kind === "array" && key === "length") continue;
+        const descriptor = descriptors[key]!;
+        if (!("value" in descriptor)) throw new UnpersistableValueError(keyPath, "an accessor property", "Assign a plain value.");
+        if (descriptor.enumerable !== true || descriptor.writable !== true || descriptor.configurable !== true) {
+          throw new UnpersistableValueError(keyPath, "a non-enumerable or read-only property, which would come back as a plain one", "Assign a plain value.");
+        }
+        const child: unknown = descriptor.value;
+        if (typeof child === "object" && child !== null) {
+          const adopted = visit(child, keyPath);
+          if (adopted !== child) (node as Record<string, unknown>)[key] = adopted;
+        }
+      }
+      if (kind === "map" || kind === "set") this.#adoptEntries(node as Map<unknown, unknown> | Set<unknown>, where, visit);
+      return node;
+    };
+    return visit(value, path);
+  }
+
+  /** The entries of a Map or Set being adopted: rebuilt in order when one of them was a proxy. */
+  #adoptEntries(node: Map<unknown, unknown> | Set<unknown>, where: string, visit: (node: object, where: string) => object): void {
+    const itemPath = `${where}[…]`;
+    const adopt = (item: unknown) => (typeof item === "object" && item !== null ? visit(item, itemPath) : item);
+    let changed = false;
+    const entries: Array<[unknown, unknown]> = [];
+    for (const [key, value] of node.entries()) {
+      const entry: [unknown, unknown] = [adopt(key), node instanceof Map ? adopt(value) : undefined];
+      changed ||= entry[0] !== key || (node instanceof Map && entry[1] !== value);
+      entries.push(entry);
+    }
+    if (!changed) return;
+    node.clear();
+    for (const [key, value] of entries) {
+      if (node instanceof Map) node.set(key, value);
+      else node.add(key);
+    }
+  }
+
+  #handler(kind: Kind, path: string): ProxyHandler<object> {
     const { sink } = this;
     const childPath = (prop: string | symbol) =>
-      typeof prop === "string" && /^\d+$/.test(prop) ? `${path}[${prop}]` : `${path}.${String(prop)}`;
-    const assertKey = (prop: string | symbol) => {
+      typeof prop === "string" && ARRAY_INDEX.test(prop) ? `${path}[${prop}]` : `${path}.${String(prop)}`;
+    /** Checks a property about to be written or defined; returns its path. */
+    const writable = (prop: string | symbol): string => {
       if (typeof prop === "symbol") {
         throw new TypeError(`persist-session: cannot persist ${path}[${String(prop)}] (a symbol-keyed property). Use a string key.`);
       }
+      if (prop === "__proto__") refuseProto(path);
+      const where = childPath(prop);
+      if (!keepsKey(kind, prop)) refuseKey(where, kind);
+      sink.assertWritable(where);
+      return where;
     };
+    const plain = kind === "object" || kind === "array";
     return {
       get: (target, prop, receiver) => {
-        if (target instanceof Map || target instanceof Set || target instanceof Date || isTypedArray(target)) {
-          // Their methods and getters (`size`) need the real object as `this`.
-          const value: unknown = Reflect.get(target, prop, target);
-          if (typeof value === "function") return this.#method(target, prop, value as (...a: unknown[]) => unknown, path);
+        if (prop === "__proto__") refuseProto(path);
+        if (plain) {
+          const value: unknown = Reflect.get(target, prop, receiver);
+          if (typeof value === "function") return value; // methods run with `this` = the proxy, so their writes are tracked
           return this.#wrapProperty(value, childPath, prop);
         }
-        const value: unknown = Reflect.get(target, prop, receiver);
-        if (typeof value === "function") return value; // methods run with `this` = the proxy, so their writes are tracked
+        // Their methods and getters (`size`, `pathname`) need the real object as `this`.
+        const value: unknown = Reflect.get(target, prop, target);
+        if (typeof value === "function") return this.#method(kind, target, prop, value as (...a: unknown[]) => unknown, path);
+        // A typed array's constructor reads these of a buffer to copy it as an array-like or iterable: the copy would
+        // be a new view's start, so refuse; `new Uint8Array(buffer)` over the real one is not reachable from here.
+        if (kind === "buffer" && (prop === Symbol.iterator || prop === "length" || (typeof prop === "string" && isCanonicalNumeric(prop)))) refuseView(path);
         return this.#wrapProperty(value, childPath, prop);
       },
       set: (target, prop, value) => {
-        assertKey(prop);
-        const where = childPath(prop);
-        sink.assertWritable(where);
-        const raw = unwrap(value);
+        const where = writable(prop);
+        const raw = this.#adopt(value, where);
         const own = Object.prototype.hasOwnProperty.call(target, prop);
         if (own && Object.is((target as Record<string, unknown>)[prop as string], raw)) return true;
         sink.assertPersistable(raw, where);
-        const ok = Reflect.set(target, prop, raw);
+        const ok = Reflect.set(target, prop, raw, target);
         if (ok) sink.markChanged();
         return ok;
       },
@@ -101,53 +334,84 @@ export class Tracker {
         return ok;
       },
       defineProperty: (target, prop, descriptor) => {
-        assertKey(prop);
-        const where = childPath(prop);
-        sink.assertWritable(where);
+        const where = writable(prop);
         if ("get" in descriptor || "set" in descriptor) {
           throw new TypeError(`persist-session: cannot persist ${where} (an accessor property). Assign a plain value.`);
         }
-        const raw = unwrap(descriptor.value);
+        // devalue stores own enumerable data properties and brings them back writable and configurable:
+        // anything else would come back different (a non-enumerable one not at all).
+        const existing = Reflect.getOwnPropertyDescriptor(target, prop);
+        for (const attribute of ATTRIBUTES) {
+          const wanted = descriptor[attribute] ?? (existing === undefined ? false : existing[attribute]);
+          if (wanted !== (existing === undefined ? true : existing[attribute])) {
+            throw new TypeError(
+              `persist-session: cannot persist ${where} (${existing === undefined ? "a new" : "a change to a"} ${attribute}: ${String(wanted)} property, which would come back as a plain one). ` +
+                "Assign the value instead (state.x = value).",
+            );
+          }
+        }
+        if (!("value" in descriptor)) return Reflect.defineProperty(target, prop, descriptor);
+        const raw = this.#adopt(descriptor.value, where);
         sink.assertPersistable(raw, where);
         const ok = Reflect.defineProperty(target, prop, { ...descriptor, value: raw });
         if (ok) sink.markChanged();
         return ok;
       },
+      getOwnPropertyDescriptor: (target, prop) => {
+        const descriptor = Reflect.getOwnPropertyDescriptor(target, prop);
+        if (descriptor === undefined || typeof descriptor.value !== "object" || descriptor.value === null) return descriptor;
+        // The proxy invariants make such a property report its real value: it must not exist in state.
+        if (descriptor.configurable === false && descriptor.writable === false) {
+          throw new TypeError(`persist-session: ${childPath(prop)} is a read-only, non-configurable property, so its value cannot be handed out tracked. Assign the value instead (state.x = value).`);
+        }
+        return { ...descriptor, value: this.track(descriptor.value as object, childPath(prop)) };
+      },
       setPrototypeOf: () => {
         throw new TypeError(`persist-session: cannot change the prototype of ${path}. Persisted state keeps its class.`);
+      },
+      preventExtensions: () => {
+        throw new TypeError(
+          `persist-session: cannot freeze, seal or prevent extensions of ${path}: restored state is always changeable, so it would not come back so. ` +
+            "Keep a frozen copy outside the state instead.",
+        );
       },
     };
   }
 
-  /** A method of a Map, Set, Date or typed array, called on the real object. */
-  #method(target: object, prop: string | symbol, fn: (...a: unknown[]) => unknown, path: string) {
+  /** A method of a Map, Set, Date, typed array, DataView, ArrayBuffer, RegExp, URL or URLSearchParams, called on the real object. */
+  #method(kind: Kind, target: object, prop: string | symbol, fn: (...a: unknown[]) => unknown, path: string) {
     const { sink } = this;
     const name = typeof prop === "string" ? prop : "";
-    const mutates =
-      target instanceof Map ? MAP_MUTATORS.has(name)
-      : target instanceof Set ? SET_MUTATORS.has(name)
-      : target instanceof Date ? name.startsWith("set")
-      : TYPED_ARRAY_MUTATORS.has(name);
+    const proxy = this.track(target, path);
+    /** A method returning the object itself (`map.set`, `valueOf`) hands out the proxy, never the real object. */
+    const tracked = (result: unknown) => (result === target ? proxy : result);
+    if (kind === "buffer" && DETACHING.has(name)) {
+      return () => {
+        throw new TypeError(`persist-session: cannot ${name}() the ArrayBuffer ${path}: it would leave the state an empty, detached buffer. Copy it with slice().`);
+      };
+    }
+    const collection = kind === "map" || kind === "set";
+    const mutates = MUTATORS[kind]?.has(name) === true || ((kind === "date" || kind === "view") && name.startsWith("set"));
     if (mutates) {
       return (...args: unknown[]) => {
         const where = `${path}.${name}()`;
         sink.assertWritable(where);
-        const raws = args.map(unwrap);
-        if (!(target instanceof Date) && !isTypedArray(target)) {
-          raws.forEach((arg) => sink.assertPersistable(arg, where));
-        }
-        const result = fn.apply(target, raws);
+        const raws = collection ? args.map((arg) => this.#adopt(arg, where)) : args.map(unwrap);
+        if (collection) raws.forEach((arg) => sink.assertPersistable(arg, where));
+        const result = fn.apply(target, raws.map((arg) => (typeof arg === "function" ? this.#callback(arg as Callback, target, proxy) : arg)));
         sink.markChanged();
-        // Map.set and Set.add return the collection: keep handing out the proxy.
-        return result === target ? this.track(target, path) : result;
+        return tracked(result);
       };
     }
-    if ((target instanceof Map || target instanceof Set) && COLLECTION_READERS.has(prop)) {
+    if (kind === "typed" && name === "subarray") {
+      // A view sharing the stored buffer: its writes are changes of the state, so it is tracked like the array.
+      return (...args: unknown[]) => this.track(fn.apply(target, args.map(unwrap)) as object, `${path}.subarray()`);
+    }
+    if (collection && COLLECTION_READERS.has(prop)) {
       return (...args: unknown[]) => {
         const itemPath = `${path}[…]`;
         if (name === "forEach") {
           const [callback, thisArg] = args as [(v: unknown, k: unknown, c: unknown) => void, unknown];
-          const proxy = this.track(target, path);
           return fn.call(target, (v: unknown, k: unknown) => callback.call(thisArg, this.#wrapValue(v, itemPath), this.#wrapValue(k, itemPath), proxy));
         }
         const result = fn.apply(target, args.map(unwrap));
@@ -155,7 +419,16 @@ export class Tracker {
         return this.#trackIterator(result as Iterator<unknown>, itemPath);
       };
     }
-    return (...args: unknown[]) => fn.apply(target, args.map(unwrap));
+    // Readers. A callback (a typed array's forEach, map, find…) would get the real object as its
+    // last argument, and writes through it would go untracked: it gets the proxy.
+    return (...args: unknown[]) => tracked(fn.apply(target, args.map((arg) => (typeof arg === "function" ? this.#callback(arg as Callback, target, proxy) : unwrap(arg)))));
+  }
+
+  /** `callback`, seeing `proxy` wherever the engine passes the real object. */
+  #callback(callback: Callback, target: object, proxy: object): Callback {
+    return function (this: unknown, ...args: unknown[]) {
+      return callback.apply(this, args.map((arg) => (arg === target ? proxy : arg)));
+    };
   }
 
   *#trackIterator(iterator: Iterator<unknown>, path: string): Generator<unknown> {
@@ -165,3 +438,5 @@ export class Tracker {
     }
   }
 }
+
+type Callback = (this: unknown, ...args: unknown[]) => unknown;
