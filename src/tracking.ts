@@ -149,6 +149,13 @@ function storesOwnKey(kind: Kind, key: string): boolean {
   }
 }
 
+/** A path, built when a message needs it. */
+type PathOf = () => string;
+
+function pathOfKey(where: PathOf, key: string | symbol): PathOf {
+  return () => (typeof key === "string" && ARRAY_INDEX.test(key) ? `${where()}[${key}]` : `${where()}.${String(key)}`);
+}
+
 function refuseProto(path: string): never {
   throw new UnpersistableValueError(
     `${path}.__proto__`,
@@ -208,12 +215,13 @@ export class Tracker {
   #adopt(value: unknown, path: string): unknown {
     if (typeof value !== "object" || value === null) return value;
     const seen = new Set<object>();
-    const visit = (node: object, where: string): object => {
+    // Paths are built only for a refusal: an assignment of a new object is on the hot path of pushes and sets.
+    const visit = (node: object, where: PathOf): object => {
       const proxied = proxies.get(node);
       if (proxied !== undefined) {
         if (proxied.tracker.sink !== this.sink) {
           throw new UnpersistableValueError(
-            where,
+            where(),
             "an object of another persisted state, or one handed out by an earlier request",
             "Two records cannot share an object: assign a copy ({ ...value }, [...value], new Map(value)).",
           );
@@ -227,47 +235,45 @@ export class Tracker {
       // An instance of a registered class is its type's to reduce; devalue refuses unregistered ones.
       if (kind === "object" && proto !== Object.prototype && proto !== null) return node;
       if (!Object.isExtensible(node)) {
-        throw new UnpersistableValueError(where, "a frozen, sealed or non-extensible object", "Restored state is always changeable: assign a changeable copy.");
+        throw new UnpersistableValueError(where(), "a frozen, sealed or non-extensible object", "Restored state is always changeable: assign a changeable copy.");
       }
       if (Buffer.isBuffer(node)) {
-        throw new UnpersistableValueError(where, "a Node.js Buffer, which would come back as a plain Uint8Array", "Assign new Uint8Array(buffer).");
+        throw new UnpersistableValueError(where(), "a Node.js Buffer, which would come back as a plain Uint8Array", "Assign new Uint8Array(buffer).");
       }
       const buffer = kind === "buffer" ? node : kind === "typed" || kind === "view" ? (node as ArrayBufferView).buffer : undefined;
       if (buffer !== undefined && (buffer as { resizable?: boolean }).resizable === true) {
-        throw new UnpersistableValueError(where, "a resizable ArrayBuffer, which would come back fixed-length", "Assign a fixed-length copy (buffer.slice(0)).");
+        throw new UnpersistableValueError(where(), "a resizable ArrayBuffer, which would come back fixed-length", "Assign a fixed-length copy (buffer.slice(0)).");
       }
       // A typed array's own keys are its elements: listing a large one would cost a string per element, and
       // nothing but its elements is reachable through the proxy (named properties are refused there).
       if (kind === "typed") return node;
-      const descriptors = Object.getOwnPropertyDescriptors(node) as Record<string | symbol, PropertyDescriptor>;
-      for (const key of Reflect.ownKeys(descriptors)) {
-        const keyPath = typeof key === "string" && ARRAY_INDEX.test(key) ? `${where}[${key}]` : `${where}.${String(key)}`;
-        if (typeof key === "symbol") throw new UnpersistableValueError(keyPath, "a symbol-keyed property", "Use a string key.");
-        if (key === "__proto__") refuseProto(where);
-        if (!storesOwnKey(kind, key)) refuseKey(keyPath, kind);
+      for (const key of Reflect.ownKeys(node)) {
+        if (typeof key === "symbol") throw new UnpersistableValueError(pathOfKey(where, key)(), "a symbol-keyed property", "Use a string key.");
+        if (key === "__proto__") refuseProto(where());
+        if (!storesOwnKey(kind, key)) refuseKey(pathOfKey(where, key)(), kind);
         // Built-in parts (an array's length, a String's characters, a RegExp's lastIndex) are what they are.
         if (kind !== "object" && kind !== "array") continue;
         if (kind === "array" && key === "length") continue;
-        const descriptor = descriptors[key]!;
-        if (!("value" in descriptor)) throw new UnpersistableValueError(keyPath, "an accessor property", "Assign a plain value.");
+        const descriptor = Reflect.getOwnPropertyDescriptor(node, key)!;
+        if (!("value" in descriptor)) throw new UnpersistableValueError(pathOfKey(where, key)(), "an accessor property", "Assign a plain value.");
         if (descriptor.enumerable !== true || descriptor.writable !== true || descriptor.configurable !== true) {
-          throw new UnpersistableValueError(keyPath, "a non-enumerable or read-only property, which would come back as a plain one", "Assign a plain value.");
+          throw new UnpersistableValueError(pathOfKey(where, key)(), "a non-enumerable or read-only property, which would come back as a plain one", "Assign a plain value.");
         }
         const child: unknown = descriptor.value;
         if (typeof child === "object" && child !== null) {
-          const adopted = visit(child, keyPath);
+          const adopted = visit(child, pathOfKey(where, key));
           if (adopted !== child) (node as Record<string, unknown>)[key] = adopted;
         }
       }
       if (kind === "map" || kind === "set") this.#adoptEntries(node as Map<unknown, unknown> | Set<unknown>, where, visit);
       return node;
     };
-    return visit(value, path);
+    return visit(value, () => path);
   }
 
   /** The entries of a Map or Set being adopted: rebuilt in order when one of them was a proxy. */
-  #adoptEntries(node: Map<unknown, unknown> | Set<unknown>, where: string, visit: (node: object, where: string) => object): void {
-    const itemPath = `${where}[…]`;
+  #adoptEntries(node: Map<unknown, unknown> | Set<unknown>, where: PathOf, visit: (node: object, where: PathOf) => object): void {
+    const itemPath = () => `${where()}[…]`;
     const adopt = (item: unknown) => (typeof item === "object" && item !== null ? visit(item, itemPath) : item);
     let changed = false;
     const entries: Array<[unknown, unknown]> = [];
