@@ -132,21 +132,12 @@ function keepsKey(kind: Kind, prop: string): boolean {
   }
 }
 
-/** Whether an own property an assigned object already has is stored (devalue keeps an array's elements, not its named properties). */
+/** Whether an own property an assigned object already has is stored: what {@link keepsKey} allows to be written, but for URLs and boxed primitives. */
 function storesOwnKey(kind: Kind, key: string): boolean {
-  switch (kind) {
-    case "object":
-      return true;
-    case "array":
-      return key === "length" || isArrayIndex(key);
-    case "regexp":
-      return key === "lastIndex";
-    case "boxed":
-      // A String object's characters and length.
-      return key === "length" || isArrayIndex(key);
-    default:
-      return false;
-  }
+  // A URL keeps its state in internal slots, so an own property is no setter's; a String object's own keys are its characters.
+  if (kind === "url") return false;
+  if (kind === "boxed") return key === "length" || isArrayIndex(key);
+  return keepsKey(kind, key);
 }
 
 /** A path, built when a message needs it. */

@@ -49,6 +49,17 @@ for (const kind of storeKinds) {
         await backing.cleanup();
       });
 
+      // Requests sent before the browser has a cookie cannot be serialized (no record names them yet): each starts its own (#17, point 9).
+      it("starts a record of its own for each of 10 parallel first requests without a cookie, each with its own change", async () => {
+        const browsers = Array.from({ length: 10 }, () => app.browser());
+        const replies = await Promise.all(browsers.map((browser) => browser.json<{ count: number }>("/inc", { method: "POST" })));
+        expect(replies.map((reply) => reply.count)).toEqual(browsers.map(() => 1));
+        const cookies = browsers.map((browser) => browser.cookies.get("std-app"));
+        expect(new Set(cookies).size, "distinct cookies").toBe(10);
+        expect((await backing.ids()).sort()).toEqual(cookies.map((cookie) => cookie!.slice(0, 36)).sort());
+        for (const browser of browsers) expect((await browser.json<{ count: number }>("/state")).count).toBe(1);
+      });
+
       it("loses no update when 50 requests of one browser read, await and write the same count", async () => {
         const browser = await browserWithRecord(app);
         const responses = await Promise.all(Array.from({ length: 50 }, () => browser.request("/inc-slow?ms=5", { method: "POST" })));

@@ -83,6 +83,14 @@ async function visitAlternately(apps: Array<{ sessions: Sessions }>, key: string
   }
 }
 
+it("says in its promise that parallel first visits each start their own record (#17, point 9)", async () => {
+  const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
+  const promise = readme.slice(readme.indexOf("## What it promises"), readme.indexOf("## How it works"));
+  const overlap = promise.split("\n").find((line) => line.startsWith("- **Nothing lost when requests overlap.**"));
+  // The behaviour itself: test/concurrency.test.ts, on every store and adapter.
+  expect(overlap).toContain("10 parallel first requests make 10 records");
+});
+
 describe.skipIf(!redisAvailable)("README: Running on several processes", () => {
   it("runs the Redis setup as written: two app instances over one Redis share one browser's state", async () => {
     const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
