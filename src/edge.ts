@@ -15,6 +15,7 @@ export {
   unavailable as persistSession,
   unavailable as clearCookieState,
   unavailable as commitState,
+  unavailable as rotateStateIds,
   unavailable as inspectState,
   unavailable as FileStore,
   unavailable as MemoryStore,
