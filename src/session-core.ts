@@ -147,6 +147,7 @@ export class SessionCore implements RequestHost {
   readonly #secret: string | readonly string[] | undefined;
   #signer: CookieSigner | Promise<CookieSigner> | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
+  #firstSweep: NodeJS.Timeout | undefined;
   #closed = false;
   #duplicateWarnedAt = Number.NEGATIVE_INFINITY;
 
@@ -190,7 +191,7 @@ export class SessionCore implements RequestHost {
     if (sweepSeconds > 0 && (expiredIds !== undefined || removeExpired !== undefined || removeOrphans !== undefined)) {
       this.#sweepTimer = setInterval(() => void this.sweep(), sweepSeconds * 1000).unref();
       // A first sweep soon after start clears what a crash left behind.
-      setTimeout(() => void this.sweep(), 1000).unref();
+      this.#firstSweep = setTimeout(() => void this.sweep(), 1000).unref();
     }
   }
 
@@ -483,6 +484,8 @@ export class SessionCore implements RequestHost {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweepTimer);
+    // The first sweep too: run after close, it would reach a store (a pool) the app has ended.
+    clearTimeout(this.#firstSweep);
     this.#unwatch?.();
     await this.records.flush();
     await this.store.close?.();

@@ -382,3 +382,20 @@ async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   return items;
 }
 
+
+describe("closing", () => {
+  it("runs no sweep after close(), not even the first one a second after start", async () => {
+    const store = new MemoryStore();
+    let sweeps = 0;
+    const counting = wrapStore(store, {
+      expiredIds: (now: number) => {
+        sweeps++;
+        return store.expiredIds(now);
+      },
+    });
+    const sessions = persistSession({ secret: SECRET, store: counting });
+    await sessions.close();
+    await new Promise((resolve) => setTimeout(resolve, 1300));
+    expect(sweeps).toBe(0);
+  });
+});

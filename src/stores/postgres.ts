@@ -502,20 +502,27 @@ interface StoreSql {
 
 function storeSql(table: string): StoreSql {
   const leaseHeld = "lease_token = $2 AND lease_until > now()";
+  // Lease statements commit without waiting for their WAL flush (synchronous_commit off for
+  // their own transaction only), so taking, renewing and releasing a lease costs no disk flush.
+  // That is safe because the lease only grants; the fence enforces: if the database crashes
+  // before it flushed a lease, the holder's writes find another token (or none) in the row and
+  // are refused, and a lost release or renewal only makes others wait, or the lease end sooner.
+  // Record writes keep the server's setting: a write that was answered is durable.
+  const relaxed = "relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))";
   return {
     get: `SELECT key, version, updated_at, expires, data FROM ${table} WHERE id = $1`,
     // Takes the lease when it is free or ran out, creating the row when there is none, and
     // returns the record as it is (see takenRows). No row returned: another process holds it.
     lease:
-      `INSERT INTO ${table} AS r (id, lease_token, lease_until) VALUES ($1, $2, now() + $3 * interval '1 millisecond') ` +
+      `WITH ${relaxed} INSERT INTO ${table} AS r (id, lease_token, lease_until) SELECT $1::text, $2::text, now() + $3::float8 * interval '1 millisecond' FROM relaxed ` +
       "ON CONFLICT (id) DO UPDATE SET lease_token = excluded.lease_token, lease_until = excluded.lease_until " +
       "WHERE r.lease_until IS NULL OR r.lease_until <= now() " +
       "RETURNING r.key, r.version, r.updated_at, r.expires, r.data",
-    renew: `UPDATE ${table} SET lease_until = now() + $3 * interval '1 millisecond' WHERE id = $1 AND ${leaseHeld}`,
+    renew: `WITH ${relaxed} UPDATE ${table} SET lease_until = now() + $3::float8 * interval '1 millisecond' FROM relaxed WHERE id = $1 AND ${leaseHeld}`,
     // A row that holds nothing but the lease goes with it.
     release:
-      `WITH emptied AS (DELETE FROM ${table} WHERE id = $1 AND lease_token = $2 AND data IS NULL RETURNING 1) ` +
-      `UPDATE ${table} SET lease_token = NULL, lease_until = NULL WHERE id = $1 AND lease_token = $2 AND data IS NOT NULL`,
+      `WITH ${relaxed}, emptied AS (DELETE FROM ${table} USING relaxed WHERE id = $1 AND lease_token = $2 AND data IS NULL RETURNING 1) ` +
+      `UPDATE ${table} SET lease_token = NULL, lease_until = NULL FROM relaxed WHERE id = $1 AND lease_token = $2 AND data IS NOT NULL`,
     // Many rows in one statement: each parameter is an array, one element per record.
     insertNew:
       `INSERT INTO ${table} (id, key, version, updated_at, expires, data) ` +
