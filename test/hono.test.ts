@@ -154,4 +154,12 @@ describe("persist-session/hono", () => {
     expect(await (await hono.request("/style.css", { headers: { cookie } })).text()).toBe("body {}");
     expect(await release()).toBe("held");
   });
+
+  it("opens one request when mounted on a path and again on a sub-path", async () => {
+    const hono = app({ lockTimeout: 200 });
+    hono.use("/app/admin/*", persistState(sessions));
+    hono.post("/app/admin/inc", (c) => c.json({ count: ++new Counter().count }));
+    const cookie = cookieOf(await hono.request("/app/admin/inc", { method: "POST" }))!;
+    expect(await (await hono.request("/app/admin/inc", { method: "POST", headers: { cookie } })).json()).toEqual({ count: 2 });
+  });
 });

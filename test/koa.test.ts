@@ -33,6 +33,7 @@ async function start(routes: Koa.Middleware, lockTimeout = 10_000): Promise<{ ur
     ctx.body = "body {}";
   });
   app.use(persistState(sessions));
+  app.use(persistState(sessions)); // mounted twice on the way: one request, not a wait for its own lock
   app.use(routes);
   server = app.listen(0, "127.0.0.1");
   await new Promise((resolve) => server!.once("listening", resolve));

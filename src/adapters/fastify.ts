@@ -4,7 +4,7 @@ import type { RequestState } from "../request-state.js";
 import type { Sessions } from "../session.js";
 import type { SessionCore } from "../session-core.js";
 import { frameworkFailure } from "./failure.js";
-import { commitAndStore, coreOf, openNodeRequest } from "./framework.js";
+import { commitAndStore, coreOf, firstMount, openNodeRequest } from "./framework.js";
 
 /**
  * Options of the {@link persistState} plugin.
@@ -19,7 +19,7 @@ export interface PersistStateOptions {
   readonly sessions: Sessions;
 }
 
-/** The open request of each Fastify request under the plugin, by its raw request (one per request, however often the plugin is registered). */
+/** The open request of each Fastify request under the plugin, by its raw request, for the hooks after onRequest. */
 const states = new WeakMap<object, RequestState>();
 
 /**
@@ -93,7 +93,7 @@ export const persistState: FastifyPluginCallback<PersistStateOptions> = Object.a
 );
 
 function open(core: SessionCore, request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void): void {
-  if (states.has(request.raw)) return next(); // registered twice on the way to this route: one request is enough
+  if (!firstMount(request.raw)) return next(); // registered twice on the way to this route: one request is enough
   let state: RequestState;
   try {
     state = openNodeRequest(core, request.raw, reply.raw);

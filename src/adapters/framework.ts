@@ -15,6 +15,20 @@ export function coreOf(sessions: Sessions): SessionCore {
   );
 }
 
+/** Requests an adapter has opened, by the framework's request object. */
+const opened = new WeakSet<object>();
+
+/**
+ * Whether `request` is not under an adapter yet, marking it: mounted twice on
+ * one route's way (app.use("/app/*") and app.use("/app/admin/*")), the inner
+ * mount runs in the outer one's state; a second open would wait for its own lock.
+ */
+export function firstMount(request: object): boolean {
+  if (opened.has(request)) return false;
+  opened.add(request);
+  return true;
+}
+
 /**
  * Opens the request of a node:http `req` (Fastify, Koa and h3 all have one),
  * as the node adapter does, and follows `res` to its end: a client that leaves

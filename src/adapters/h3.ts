@@ -3,10 +3,7 @@ import { runInRequest } from "../context.js";
 import type { RequestState } from "../request-state.js";
 import type { Sessions } from "../session.js";
 import { frameworkFailure, ServiceUnavailableError } from "./failure.js";
-import { coreOf, openNodeRequest, WriteGate } from "./framework.js";
-
-/** Requests under a {@link persistState} handler already: a nested one runs its handler in the outer one's state. */
-const opened = new WeakSet<object>();
+import { coreOf, firstMount, openNodeRequest, WriteGate } from "./framework.js";
 
 /**
  * Runs an h3 (1.x, as Nuxt 3 and Nitro use it) event handler — a route, a
@@ -46,11 +43,10 @@ export function persistState<Request extends EventHandlerRequest, Response>(
   const core = coreOf(sessions);
   const wrapped = async (event: H3Event<Request>): Promise<Awaited<Response>> => {
     const { req, res } = event.node;
-    if (opened.has(req)) return await handler(event);
+    if (!firstMount(req)) return await handler(event);
     let state: RequestState;
     try {
       state = openNodeRequest(core, req, res);
-      opened.add(req);
       if (state.ready !== undefined) await state.ready;
     } catch (error) {
       throw toH3Error(frameworkFailure(core, error));

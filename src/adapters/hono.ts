@@ -3,7 +3,7 @@ import { HTTPException } from "hono/http-exception";
 import { runInRequest } from "../context.js";
 import type { RequestState } from "../request-state.js";
 import type { Sessions } from "../session.js";
-import { commitAndStore, coreOf } from "./framework.js";
+import { commitAndStore, coreOf, firstMount } from "./framework.js";
 import { openFetchRequest, withSetCookies } from "./fetch.js";
 import { frameworkFailure, ServiceUnavailableError } from "./failure.js";
 
@@ -43,6 +43,7 @@ import { frameworkFailure, ServiceUnavailableError } from "./failure.js";
 export function persistState<E extends Env = Env>(sessions: Sessions): MiddlewareHandler<E> {
   const core = coreOf(sessions);
   return async (c, next) => {
+    if (!firstMount(c.req.raw)) return next();
     let state: RequestState;
     try {
       state = openFetchRequest(core, c.req.raw);

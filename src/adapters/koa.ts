@@ -4,7 +4,7 @@ import type { RequestState } from "../request-state.js";
 import type { Sessions } from "../session.js";
 import type { SetCookie } from "../set-cookie.js";
 import { frameworkFailure } from "./failure.js";
-import { coreOf, openNodeRequest, WriteGate } from "./framework.js";
+import { coreOf, firstMount, openNodeRequest, WriteGate } from "./framework.js";
 
 /**
  * Koa (2 and 3) middleware that gives the middleware after it this browser's
@@ -40,6 +40,7 @@ import { coreOf, openNodeRequest, WriteGate } from "./framework.js";
 export function persistState<StateT = DefaultState, ContextT = DefaultContext>(sessions: Sessions): Middleware<StateT, ContextT> {
   const core = coreOf(sessions);
   return async (ctx, next) => {
+    if (!firstMount(ctx.req)) return next();
     let state: RequestState;
     try {
       state = openNodeRequest(core, ctx.req, ctx.res);

@@ -18,7 +18,7 @@
 import { execFileSync } from "node:child_process";
 import { renameSync } from "node:fs";
 import { join } from "node:path";
-import { assert, assertCookieAttributes, assertEqual, check, freePort, Jar, SECRET, setCookieOf, sleep, startServer, storeDir } from "./check.mjs";
+import { assert, assertCookieAttributes, assertEqual, check, finish, freePort, Jar, SECRET, setCookieOf, sleep, startServer, storeDir } from "./check.mjs";
 
 /** The state's cookie: the apps' `@persist("app-state")`. */
 export const COOKIE = "app-state";
@@ -229,4 +229,20 @@ export async function checkStateApp(label, app, { restart = true, failureBody } 
     assertEqual(await countOf(jar), 0, "count after the reset");
     assertEqual(store.records(), records - 1, "records");
   });
+}
+
+/**
+ * Starts each run's server (`node <args>` with `env`) in turn, checks it with
+ * {@link checkStateApp} (`options` as there), stops it, then prints the summary.
+ */
+export async function checkStateApps(runs, options = {}) {
+  for (const { label, args, env = {} } of runs) {
+    const app = await startStateApp(args, env);
+    try {
+      await checkStateApp(label, app, options);
+    } finally {
+      await app.stop();
+    }
+  }
+  finish();
 }

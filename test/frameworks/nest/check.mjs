@@ -1,8 +1,8 @@
 // NestJS 11 on its Express platform, built as CommonJS (Nest's default): the app loads
 // persist-session with require(), which works from Node 20.19 and 22.12 on (package.json "engines").
 import { readFileSync } from "node:fs";
-import { assert, check, finish } from "../lib/check.mjs";
-import { checkStateApp, startStateApp, tsc } from "../lib/state-app.mjs";
+import { assert, check } from "../lib/check.mjs";
+import { checkStateApps, tsc } from "../lib/state-app.mjs";
 
 tsc("-p", "."); // the README's snippet, type-checked against Nest's and Express's types
 
@@ -12,10 +12,4 @@ await check("nest: the build is CommonJS and require()s persist-session", () => 
   assert(!/^\s*import\s/m.test(built), "dist/state.js is not CommonJS");
 });
 
-const app = await startStateApp(["dist/main.js"]);
-try {
-  await checkStateApp("nest", app);
-} finally {
-  await app.stop();
-}
-finish();
+await checkStateApps([{ label: "nest", args: ["dist/main.js"] }]);
