@@ -203,7 +203,8 @@ export async function listenDelayProxy({ target, delayMs = DEFAULT_DELAY_MS, por
   });
   const snapshot = () => {
     const side = ({ chunks, bytes, heldNs }) => ({ chunks, bytes, meanHeldMs: chunks === 0 ? 0 : Number(heldNs / BigInt(chunks)) / 1e6 });
-    return { connections: stats.connections, up: side(stats.up), down: side(stats.down), aheadMs: ahead / 1e6 };
+    const { user, system } = process.cpuUsage();
+    return { connections: stats.connections, up: side(stats.up), down: side(stats.down), aheadMs: ahead / 1e6, cpuMicros: user + system };
   };
   return {
     port: server.address().port,

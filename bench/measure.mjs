@@ -149,8 +149,10 @@ export async function measure(variant, scenario, round, { library } = {}) {
     const before = cookie !== undefined ? Number((await get(port, "/read", { cookie })).body) : undefined;
     await get(port, "/__calls?reset");
     const cpuBefore = await server.cpu();
+    const proxyBefore = await proxy?.stats();
     const result = await load(port, { duration: DURATION, cookie });
     const cpuAfter = await server.cpu();
+    const proxyAfter = await proxy?.stats();
     // The server's own CPU time per response: unlike req/s, barely moved by other work on the machine.
     result.cpuPerRequest = (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / result.total;
     // Let responses that autocannon stopped waiting for finish their writes before reading back.
@@ -164,7 +166,11 @@ export async function measure(variant, scenario, round, { library } = {}) {
     // Other work on this machine skews a run: keep the load average beside it.
     result.loadavg = loadavg()[0];
     // What the proxy really added to a PING's round trip at its start (ms), beside the figures it shaped.
-    if (proxy) result.proxyAddedMs = proxy.ping.addedMs;
+    if (proxy) {
+      result.proxyAddedMs = proxy.ping.addedMs;
+      // The proxy's CPU is not the server's, but it shares the machine's cores with it.
+      result.proxyCpuPerRequest = (proxyAfter.cpuMicros - proxyBefore.cpuMicros) / result.total;
+    }
     return result;
   } finally {
     await server.stop();

@@ -139,7 +139,9 @@ async function count(id) {
     console.log(`  ${formatNumber(scripted.total, 2)} commands/request inside Lua scripts: ${scripted.text}`);
     if (proxy) {
       const writes = (after.up.chunks - before.up.chunks) / REQUESTS;
+      const cpu = (after.cpuMicros - before.cpuMicros) / REQUESTS;
       console.log(`  ${formatNumber(writes, 2)} chunks/request from the app to Redis through the proxy (${REDIS_DELAY_MS} ms each way; ${proxy.ping.addedMs.toFixed(2)} ms added per PING)`);
+      console.log(`  proxy: ${formatNumber(cpu, 1)} µs CPU/request; mean hold ${after.up.meanHeldMs.toFixed(3)} ms app → Redis, ${after.down.meanHeldMs.toFixed(3)} ms back`);
     }
   } finally {
     await server.stop();

@@ -128,7 +128,7 @@ async function runHttp(ids, section, heading) {
             `${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms` +
             (result.lost !== undefined ? `  lost ${result.lost}/${result.calls}` : "") +
             (result.failed > 0 ? `  failed ${result.failed}` : "") +
-            (result.proxyAddedMs !== undefined ? `  proxy +${result.proxyAddedMs.toFixed(2)} ms/PING` : "") +
+            (result.proxyAddedMs !== undefined ? `  proxy +${result.proxyAddedMs.toFixed(2)} ms/PING, ${result.proxyCpuPerRequest.toFixed(0)} µs CPU/req` : "") +
             `  (load avg ${result.loadavg.toFixed(1)})`,
         );
       }
