@@ -4,13 +4,15 @@
 //   node bench/ab.mjs snapshot NAME          copies the current package.json + dist to bench/.data/ab/NAME
 //   node bench/ab.mjs compare A B [variant …]  default variants: ps-memory-http ps-file-http
 //   BENCH_ROUNDS (default 4), BENCH_DURATION (default 10), BENCH_SCENARIOS (default hot,new)
+// A variant id ending in -delay (ps-redis-http-delay, es-redis-delay) reaches Redis through
+// delay-proxy.mjs, BENCH_REDIS_DELAY_MS each way (default 0.5), as in run.mjs.
 // Variants that do not use the library (es-*, bare-http, iron-http) run once per round, between
 // the two builds, and each build's req/s is also given as a ratio to them (same round, same
 // machine load): that is how the targets of bench/RESULTS.md ("≥ 2× express-session") are judged.
 import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { DATA_DIR, ROOT_DIR, formatNumber, markdownTable, median } from "./lib.mjs";
-import { measure } from "./measure.mjs";
+import { measure, throughProxy } from "./measure.mjs";
 
 const AB_DIR = join(DATA_DIR, "ab");
 const [command, ...rest] = process.argv.slice(2);
@@ -30,13 +32,13 @@ if (command === "snapshot") {
   const libraries = [a, b].map((name) => join(AB_DIR, name));
   for (const library of libraries) if (!existsSync(library)) throw new Error(`no snapshot ${library}; run "snapshot" first`);
   const ids = variantIds.length > 0 ? variantIds : ["ps-memory-http", "ps-file-http"];
-  const withRedis = (id) => ({ id, redis: id.includes("redis"), postgres: id.includes("postgres") });
+  const withRedis = (id) => ({ id, redis: id.includes("redis"), postgres: id.includes("postgres"), delay: throughProxy(id) });
   const variants = ids.filter((id) => id.startsWith("ps-")).map(withRedis);
   const references = ids.filter((id) => !id.startsWith("ps-")).map(withRedis);
   const scenarios = (process.env.BENCH_SCENARIOS ?? "hot,new").split(",").map((id) => ({ id }));
   const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
   const report = (round, key, result) =>
-    console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  ${result.cpuPerRequest.toFixed(1)} µs CPU/req  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
+    console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  ${result.cpuPerRequest.toFixed(1)} µs CPU/req  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
   const results = new Map();
   for (let round = 1; round <= rounds; round++) {
     for (const scenario of scenarios) {
@@ -69,13 +71,14 @@ if (command === "snapshot") {
         formatNumber(mb),
         `${((mb / ma - 1) * 100).toFixed(1)}%`,
         `${median(ra.map((r) => r.p50)).toFixed(2)} → ${median(rb.map((r) => r.p50)).toFixed(2)}`,
+        `${median(ra.map((r) => r.p99)).toFixed(2)} → ${median(rb.map((r) => r.p99)).toFixed(2)}`,
         `${median(ra.map((r) => r.cpuPerRequest)).toFixed(1)} → ${median(rb.map((r) => r.cpuPerRequest)).toFixed(1)}`,
         ra.map((r, i) => `${formatNumber(r.rps)}/${formatNumber(rb[i].rps)}`).join(" "),
       ]);
     }
   }
   rmSync(join(DATA_DIR, `run-${process.pid}`), { recursive: true, force: true });
-  console.log(`\n${markdownTable(["variant scenario", `${a} req/s`, `${b} req/s`, "change", "p50 ms", "server CPU µs/req", "per round (a/b)"], rows)}\n`);
+  console.log(`\n${markdownTable(["variant scenario", `${a} req/s`, `${b} req/s`, "change", "p50 ms", "p99 ms", "server CPU µs/req", "per round (a/b)"], rows)}\n`);
   const ratioRows = [];
   for (const reference of references) {
     for (const variant of variants) {

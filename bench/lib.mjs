@@ -48,6 +48,8 @@ export function startChild(script, args, { execArgv = [], env = {}, timeoutMs = 
   return {
     child,
     ready,
+    /** Sends `name` to the child and resolves with the `name` field of its answer. */
+    ask,
     /** Asks the child for process.memoryUsage() after a GC. */
     memory: () => ask("memory"),
     /** Asks the child for process.cpuUsage(): user and system CPU time in µs. */

@@ -3,6 +3,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_DELAY_MS, startDelayProxy } from "./delay-proxy.mjs";
 import { BENCH_DIR, DATA_DIR, cookieFrom, get, percentile, sleep, startChild } from "./lib.mjs";
 
 export const DURATION = Number(process.env.BENCH_DURATION ?? 10);
@@ -10,6 +11,12 @@ export const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 export const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
 export const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+/** ms that delay-proxy.mjs holds each chunk in each direction, for the `-delay` variants. */
+export const REDIS_DELAY_MS = Number(process.env.BENCH_REDIS_DELAY_MS ?? DEFAULT_DELAY_MS);
+if (!(REDIS_DELAY_MS >= 0)) throw new TypeError(`bench: BENCH_REDIS_DELAY_MS is invalid: ${process.env.BENCH_REDIS_DELAY_MS}. Give milliseconds, 0 or more.`);
+
+/** Whether a variant id reaches Redis through delay-proxy.mjs (`ps-redis-http-delay`, `es-redis-delay`). */
+export const throughProxy = (id) => id.endsWith("-delay");
 
 /** Runs autocannon and collects every response time itself: autocannon's histograms keep whole milliseconds. */
 export async function load(port, { duration, cookie, path = "/" }) {
@@ -119,8 +126,15 @@ export async function measure(variant, scenario, round, { library } = {}) {
   const dataDir = join(runFolder(), tag);
   const redisPrefix = `persist-session-bench:${process.pid}:${tag}:`;
   const postgresSchema = `bench_${process.pid}_${tag}`.toLowerCase().replace(/[^a-z0-9_]/g, "_").slice(0, 63);
+  // A fresh proxy per measurement, in a process of its own; the server reaches Redis through it.
+  const proxy = variant.delay ? await startDelayProxy({ target: REDIS_URL, delayMs: REDIS_DELAY_MS }) : undefined;
   const server = startChild(join(BENCH_DIR, "server.mjs"), [variant.id, dataDir], {
-    env: { BENCH_REDIS_PREFIX: redisPrefix, BENCH_POSTGRES_SCHEMA: postgresSchema, ...(library ? { BENCH_LIBRARY: library } : {}) },
+    env: {
+      BENCH_REDIS_PREFIX: redisPrefix,
+      BENCH_POSTGRES_SCHEMA: postgresSchema,
+      ...(proxy ? { BENCH_REDIS_URL: proxy.url } : {}),
+      ...(library ? { BENCH_LIBRARY: library } : {}),
+    },
   });
   try {
     const port = await server.ready;
@@ -135,8 +149,10 @@ export async function measure(variant, scenario, round, { library } = {}) {
     const before = cookie !== undefined ? Number((await get(port, "/read", { cookie })).body) : undefined;
     await get(port, "/__calls?reset");
     const cpuBefore = await server.cpu();
+    const proxyBefore = await proxy?.stats();
     const result = await load(port, { duration: DURATION, cookie });
     const cpuAfter = await server.cpu();
+    const proxyAfter = await proxy?.stats();
     // The server's own CPU time per response: unlike req/s, barely moved by other work on the machine.
     result.cpuPerRequest = (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / result.total;
     // Let responses that autocannon stopped waiting for finish their writes before reading back.
@@ -149,9 +165,16 @@ export async function measure(variant, scenario, round, { library } = {}) {
     result.calls = calls;
     // Other work on this machine skews a run: keep the load average beside it.
     result.loadavg = loadavg()[0];
+    // What the proxy really added to a PING's round trip at its start (ms), beside the figures it shaped.
+    if (proxy) {
+      result.proxyAddedMs = proxy.ping.addedMs;
+      // The proxy's CPU is not the server's, but it shares the machine's cores with it.
+      result.proxyCpuPerRequest = (proxyAfter.cpuMicros - proxyBefore.cpuMicros) / result.total;
+    }
     return result;
   } finally {
     await server.stop();
+    await proxy?.stop();
     // The data stays until the run ends (run.mjs and ab.mjs remove the run's folder): deleted
     // files slow the next measurement's file creations (see runFolder).
     if (variant.redis) await deleteRedisKeys(redisPrefix);

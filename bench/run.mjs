@@ -9,7 +9,8 @@
 //
 // Environment: BENCH_DURATION (s, default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS
 // (default 10), BENCH_WARMUP (s, default 1), BENCH_VARIANTS (comma-separated ids to keep),
-// BENCH_REDIS_URL (default redis://127.0.0.1:6379), BENCH_POSTGRES_URL (default
+// BENCH_REDIS_URL (default redis://127.0.0.1:6379), BENCH_REDIS_DELAY_MS (ms each way through
+// delay-proxy.mjs for the -delay variants, default 0.5), BENCH_POSTGRES_URL (default
 // postgres://postgres@127.0.0.1:5432/test). Traffic goes to 127.0.0.1 only.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
@@ -17,7 +18,7 @@ import { createConnection } from "node:net";
 import { join } from "node:path";
 import os from "node:os";
 import { BENCH_DIR, DATA_DIR, ROOT_DIR, formatNumber, markdownTable, median, packageVersions, writeResultsSection } from "./lib.mjs";
-import { CONNECTIONS, DURATION, POSTGRES_URL, REDIS_URL, WARMUP, measure } from "./measure.mjs";
+import { CONNECTIONS, DURATION, POSTGRES_URL, REDIS_DELAY_MS, REDIS_URL, WARMUP, measure } from "./measure.mjs";
 
 const parts = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));
 const wanted = new Set(parts.length === 0 ? ["http", "micro", "scale"] : parts);
@@ -40,11 +41,14 @@ const VARIANTS = [
   { id: "ps-memory-express", label: "persist-session MemoryStore · Express" },
   { id: "ps-file-express", label: "persist-session FileStore · Express" },
   { id: "ps-redis-express", label: "persist-session RedisStore · Express", redis: true, redisStore: true },
+  // Redis across a network (issue #22): the same servers, reaching Redis through delay-proxy.mjs.
+  { id: "ps-redis-http-delay", label: `persist-session RedisStore · node:http, Redis ${REDIS_DELAY_MS} ms away each way`, redis: true, redisStore: true, delay: true },
   { id: "ps-postgres-http", label: "persist-session PostgresStore · node:http", postgres: true, postgresStore: true },
   { id: "ps-postgres-express", label: "persist-session PostgresStore · Express", postgres: true, postgresStore: true },
   { id: "es-memory", label: "express-session MemoryStore · Express" },
   { id: "es-file", label: "express-session + session-file-store · Express" },
   { id: "es-redis", label: "express-session + connect-redis · Express", redis: true },
+  { id: "es-redis-delay", label: `express-session + connect-redis · Express, Redis ${REDIS_DELAY_MS} ms away each way`, redis: true, delay: true },
   { id: "es-postgres", label: "express-session + connect-pg-simple · Express", postgres: true },
   { id: "iron-http", label: "iron-session (sealed cookie) · node:http" },
 ];
@@ -107,6 +111,7 @@ async function runHttp(ids, section, heading) {
     }
   }
   const runs = new Map(variants.map((variant) => [variant.id, { hot: [], new: [] }]));
+  const proxyAdded = [];
   const total = ROUNDS * variants.length * SCENARIOS.length;
   let done = 0;
   for (let round = 1; round <= ROUNDS; round++) {
@@ -117,15 +122,25 @@ async function runHttp(ids, section, heading) {
         done++;
         const result = await measure(variant, scenario, round);
         runs.get(variant.id)[scenario.id].push(result);
+        if (result.proxyAddedMs !== undefined) proxyAdded.push(result.proxyAddedMs);
         console.log(
           `[${done}/${total}] round ${round} ${variant.id.padEnd(18)} ${scenario.id.padEnd(3)} ` +
             `${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms` +
             (result.lost !== undefined ? `  lost ${result.lost}/${result.calls}` : "") +
             (result.failed > 0 ? `  failed ${result.failed}` : "") +
+            (result.proxyAddedMs !== undefined ? `  proxy +${result.proxyAddedMs.toFixed(2)} ms/PING, ${result.proxyCpuPerRequest.toFixed(0)} µs CPU/req` : "") +
             `  (load avg ${result.loadavg.toFixed(1)})`,
         );
       }
     }
+  }
+
+  if (proxyAdded.length > 0) {
+    notes.push(
+      `the "ms away" rows reach Redis through bench/delay-proxy.mjs, which holds every chunk ${REDIS_DELAY_MS} ms in each direction ` +
+        `(BENCH_REDIS_DELAY_MS); measured at each start with PINGs through it against PINGs direct, it added ` +
+        `${formatNumber(median(proxyAdded), 2)} ms per round trip (median of ${proxyAdded.length}; ${formatNumber(Math.min(...proxyAdded), 2)}–${formatNumber(Math.max(...proxyAdded), 2)}).`,
+    );
   }
 
   const summary = new Map();
@@ -227,6 +242,8 @@ function evaluateTargets(summary) {
   ratioTarget("MemoryStore (node:http) new ≥ 2× express-session MemoryStore", "ps-memory-http", "es-memory", "new", 2);
   zeroLost("RedisStore (node:http) hot session: 0 lost", "ps-redis-http");
   ratioTarget("RedisStore (node:http) new ≥ 1× connect-redis", "ps-redis-http", "es-redis", "new", 1);
+  zeroLost(`RedisStore (node:http), Redis ${REDIS_DELAY_MS} ms away: hot session 0 lost`, "ps-redis-http-delay");
+  ratioTarget(`RedisStore (node:http) hot ≥ 3× connect-redis, Redis ${REDIS_DELAY_MS} ms away for both`, "ps-redis-http-delay", "es-redis-delay", "hot", 3);
   zeroLost("PostgresStore (node:http) hot session: 0 lost", "ps-postgres-http");
   ratioTarget("PostgresStore (node:http) new ≥ 2× connect-pg-simple", "ps-postgres-http", "es-postgres", "new", 2);
   for (const [store, es] of [

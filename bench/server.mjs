@@ -146,7 +146,8 @@ async function ironSession() {
 }
 
 async function createHandler() {
-  const [library, storeKind, framework] = variant.split("-");
+  // A `-delay` variant is the same server; the runner points BENCH_REDIS_URL at delay-proxy.mjs.
+  const [library, storeKind, framework] = variant.replace(/-delay$/, "").split("-");
   if (variant === "bare-http") {
     // The ceiling: no session at all, one counter in this process.
     let count = 0;
