@@ -3,7 +3,7 @@ import type { CommitResult, RequestState } from "../request-state.js";
 import { SessionCore } from "../session-core.js";
 import type { SetCookie } from "../set-cookie.js";
 import { kCore, type Sessions } from "../session.js";
-import { headerValue, isHttps, NodeRequest } from "./node.js";
+import { NodeRequest, nodeRequestInit } from "./node.js";
 import { ResponseGate, type GateOwner } from "./response-gate.js";
 
 /** The engine behind `sessions`, for a framework adapter; a clear TypeError for anything else. */
@@ -37,7 +37,7 @@ export function firstMount(request: object): boolean {
  * commit (a Fastify reply hijacked) could not carry the cookies, and stores nothing.
  */
 export function openNodeRequest(core: SessionCore, req: IncomingMessage, res: ServerResponse): RequestState {
-  const state = core.open({ cookieHeader: headerValue(req.headers.cookie), https: isHttps(req, core.trustProxy), request: req });
+  const state = core.open(nodeRequestInit(core, req));
   res.once("close", () => {
     if (state.phase !== "open" && state.phase !== "opening") return;
     if (res.writableFinished) state.abort();

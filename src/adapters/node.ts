@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { notePastNext, runInRequest } from "../context.js";
 import { ClientGoneError, type CommitResult, type RequestState } from "../request-state.js";
-import type { SessionCore } from "../session-core.js";
+import type { OpenInit, SessionCore } from "../session-core.js";
 import { failureAnswer } from "./failure.js";
 import { ResponseGate, type GateOwner } from "./response-gate.js";
 
@@ -19,7 +19,7 @@ export type NextFunction = (error?: unknown) => unknown;
 export function handleNodeRequest(core: SessionCore, req: IncomingMessage, res: ServerResponse, next?: NextFunction): void {
   let request: RequestState;
   try {
-    request = core.open({ cookieHeader: headerValue(req.headers.cookie), https: isHttps(req, core.trustProxy), request: req });
+    request = core.open(nodeRequestInit(core, req));
   } catch (error) {
     fail(core, res, error);
     return;
@@ -102,6 +102,11 @@ function fail(core: SessionCore, res: ServerResponse, error: unknown): void {
   for (const name of res.getHeaderNames()) res.removeHeader(name);
   res.writeHead(answer.status, answer.headers);
   res.end(answer.body);
+}
+
+/** What the core opens a node:http request from: its Cookie header (as sent, duplicates and all) and whether it came over HTTPS. */
+export function nodeRequestInit(core: SessionCore, req: IncomingMessage): OpenInit {
+  return { cookieHeader: headerValue(req.headers.cookie), https: isHttps(req, core.trustProxy), request: req };
 }
 
 /** HTTPS as node sees it: a TLS socket, or (with `trustProxy`) the proxy's `X-Forwarded-Proto`. */
