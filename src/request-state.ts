@@ -513,11 +513,14 @@ export class RequestState implements StateContext {
           case "refresh": {
             const snapshot = snapshots.get(binding) ?? { data: entry!.stored!.data, bytes: entry!.bytes };
             writes.push(this.#write(entry!, binding.key, snapshot, now));
-            if (!binding.userScoped) cookies.push(this.#liveCookie(binding.key, entry!.id));
+            // Version 1: the record's first write, a new visitor, who may never come back (a crawler, a
+            // one-page visit): its cookie is not kept for reuse, which cost a new session a cache entry
+            // that outlived the young generation. A returning browser's cookie is kept from its next commit.
+            if (!binding.userScoped) cookies.push(this.#liveCookie(binding.key, entry!.id, entry!.version > 1));
             break;
           }
           case "resign":
-            cookies.push(this.#liveCookie(binding.key, entry!.id));
+            cookies.push(this.#liveCookie(binding.key, entry!.id, true));
             break;
           case "unchanged":
             break;
@@ -609,8 +612,8 @@ export class RequestState implements StateContext {
     return next;
   }
 
-  #liveCookie(key: string, id: string): SetCookie {
-    return this.host.cookies.live(this.signer!, key, id, this.https);
+  #liveCookie(key: string, id: string, keep: boolean): SetCookie {
+    return this.host.cookies.live(this.signer!, key, id, this.https, keep);
   }
 
   #write(entry: RecordEntry, key: string, snapshot: { data: string; bytes: number }, now: number): Promise<void> {

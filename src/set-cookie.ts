@@ -74,16 +74,17 @@ export class CookieWriter {
    * The cookie that carries record `id` of `key`. It is the same on every
    * commit of the record (fixed Max-Age, no Expires), and signing plus
    * serializing it was a tenth of a hot request's CPU (bench/README.md), so
-   * recent ones are reused.
+   * recent ones are reused; `keep: false` builds one without keeping it.
    */
-  live(signer: CookieSigner, key: string, id: string, https: boolean): SetCookie {
-    const cacheKey = `${https ? "s" : "-"} ${key} ${id}`;
-    let cookie = this.#live.get(cacheKey);
+  live(signer: CookieSigner, key: string, id: string, https: boolean, keep = true): SetCookie {
+    const cacheKey = keep ? `${https ? "s" : "-"} ${key} ${id}` : "";
+    let cookie = keep ? this.#live.get(cacheKey) : undefined;
     if (cookie !== undefined) return cookie;
     const value = signer.sign(key, id);
     const { attributes, suffix } = isPrefixed(key) ? this.#prefixed(key, this.#maxAge, https) : this.#liveAttributes[https ? 1 : 0];
     // Keys are checked cookie names at @persist and signed values are base64url: no escaping needed.
     cookie = { name: key, value, attributes, header: `${key}=${value}${suffix}` };
+    if (!keep) return cookie;
     if (this.#live.size >= LIVE_COOKIE_CACHE_SIZE) this.#live.delete(this.#live.keys().next().value!);
     this.#live.set(cacheKey, cookie);
     return cookie;
