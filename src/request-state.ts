@@ -460,7 +460,9 @@ export class RequestState implements StateContext {
    * releases the locks at once (the next request of this browser continues
    * from the in-process copy). Idempotent; after an abort it commits nothing.
    * A `status` of 500 or more aborts instead: a failing response stores none
-   * of its changes. Throws, after aborting, when a record cannot be stored.
+   * of its changes. Throws, after aborting, when a record cannot be stored or
+   * a `validate: "always"` schema refuses it; an asynchronous schema's
+   * refusal rejects `stored` instead, with nothing queued.
    */
   commit(status = 200): CommitResult {
     if (this.#result !== undefined) return this.#result;
