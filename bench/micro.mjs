@@ -176,6 +176,44 @@ export async function runMicro() {
     rmSync(dir, { recursive: true, force: true });
   }
 
+  // Validation at commit (#18, validate: "always"): a request that changes one field of a 10 KB
+  // state (MemoryStore, record cached in the process), so its commit serializes the whole state;
+  // with the option, the commit also runs a zod schema of its shape over it first.
+  {
+    const commitSessions = persistSession({ secret: SECRET, store: new MemoryStore(), sweepInterval: 0 });
+    const codec = new StateCodec();
+    const tenKB = () => stateOfSize(codec, 10 * 1024);
+    const schema = z.object({ count: z.number(), todos: z.array(z.object({ id: z.number(), text: z.string(), done: z.boolean(), created: z.date() })), prefs: z.object({ theme: z.string(), tags: z.set(z.string()) }) });
+    class CommitState {
+      count = 0;
+      todos = [];
+      prefs = { theme: "light", tags: new Set() };
+    }
+    const size = formatNumber(codec.serialize(tenKB(), "CommitState").length);
+    const state = tenKB();
+    add(`zod validate of a 10 KB (${size} B) state alone`, await measure({ op: () => schema["~standard"].validate(state).value !== undefined, batch: 1, samples: 2_000 }));
+    const variants = [
+      ["without validate", {}],
+      ['with validate: "always" (zod)', { schema, validate: "always" }],
+    ];
+    const requests = [];
+    for (const [label, options] of variants) {
+      const Persisted = persist(`bench-commit-${options.validate ?? "restore"}`, options)(CommitState);
+      const { response } = await insideRequest(commitSessions, () => void Object.assign(new Persisted(), tenKB()));
+      const cookie = response.headers.get("set-cookie").split(";", 1)[0];
+      requests.push({ label, op: async () => (await insideRequest(commitSessions, () => (new Persisted().count += 1), { cookie })).result });
+    }
+    // The two differ by a few µs in ~200: alternate them over rounds, so drift of a shared machine hits both alike.
+    const medians = requests.map(() => []);
+    for (let round = 0; round < 6; round++) {
+      for (const [i, { op }] of requests.entries()) medians[i].push((await measureAsync({ op, samples: 500 })).median);
+    }
+    for (const [i, { label }] of requests.entries()) {
+      add(`commit of a changed 10 KB (${size} B) state, whole fake request, ${label}`, { median: median(medians[i]), samples: 6 * 500, batch: 1 });
+    }
+    await commitSessions.close();
+  }
+
   // Forged cookies (#17): only names of registered keys are checked, at most maxCookies signatures
   // per request. 180 well-formed forged values against 180 malformed ones of the same size.
   for (const secrets of [1, 3]) {

@@ -19,7 +19,7 @@ const ERRORS = new Map([
 ]);
 
 /**
- * The whole page for one browser's state (and, signed in, its user's shared notes).
+ * The whole page for one browser's state, and its user's shared notes (signed out: the browser's shared count).
  * @param {{ state: { count: number, todos: Array<{ id: string, text: string, done: boolean }> },
  *           info: import("persist-session").StateInfo, user?: string,
  *           shared?: { count: number, notes: Array<{ id: string, text: string }> },
@@ -43,7 +43,7 @@ export function renderPage({ state, info, user, shared, sharedInfo, error, nonce
     ${message === undefined ? "" : `<p class="alert" role="alert">${escapeHtml(message)}</p>`}
     ${counter(state.count)}
     ${todoList(state.todos)}
-    ${user === undefined || shared === undefined ? signInPanel() : sharedPanel(user, shared)}
+    ${user === undefined ? signInPanel(shared) : sharedPanel(user, shared)}
     ${storePanel(info, now)}
     <footer>Works without JavaScript too: every button is a plain form (other tabs then update on reload).</footer>
   </main>
@@ -124,10 +124,18 @@ function todoList(todos) {
     </section>`;
 }
 
-function signInPanel() {
+/** Signed out: the sign-in form, and this browser's shared count, which is added to the name's at sign-in. */
+function signInPanel(visitor) {
+  const count = visitor === undefined ? "" : `
+      <div class="counter small">
+        <form method="post" action="/shared/decrement"><button class="round" aria-label="Visitor count down" title="Visitor count down">&minus;</button></form>
+        <output id="visitor-count" aria-live="polite" aria-label="Visitor count">${escapeHtml(visitor.count)}</output>
+        <form method="post" action="/shared/increment"><button class="round" aria-label="Visitor count up" title="Visitor count up">+</button></form>
+      </div>
+      <p class="muted intro" id="visitor-hint">Counted in this browser for now: when you sign in, it is added to your name's count.</p>`;
   return `<section class="card" aria-labelledby="shared-title">
       <h2 id="shared-title">Shared notes</h2>
-      <p class="muted intro">Sign in to get a counter and notes that follow you: every browser and device signed in with the same name shares them, live. No password: it is a demo.</p>
+      <p class="muted intro">Sign in to get a counter and notes that follow you: every browser and device signed in with the same name shares them, live. No password: it is a demo.</p>${count}
       <form method="post" action="/login" class="add login">
         <label for="login-name">Sign in as</label>
         <input id="login-name" name="name" required minlength="1" maxlength="32" pattern="[a-z0-9_\\-]{1,32}" placeholder="alice"
@@ -254,7 +262,7 @@ html[data-live="on"] .live { display: inline-block; }
 .intro { margin: 0 0 0.75rem; }
 .counter.small { margin-bottom: 0.75rem; }
 .counter.small .round { width: 2.4rem; height: 2.4rem; font-size: 1.25rem; }
-#shared-count { min-width: 4ch; text-align: center; font-size: 2rem; font-weight: 650; font-variant-numeric: tabular-nums; }
+#shared-count, #visitor-count { min-width: 4ch; text-align: center; font-size: 2rem; font-weight: 650; font-variant-numeric: tabular-nums; }
 .login { align-items: center; }
 .login label { color: var(--muted); white-space: nowrap; }
 .notes { list-style: none; margin: 0 0 0.75rem; padding: 0; }

@@ -1,7 +1,7 @@
 // The persist-session demo: a counter and a todo list that survive reloads,
 // new tabs and server restarts, and update live in every open tab; sign in with
-// a name for notes shared by every device signed in with it. Plain node:http,
-// no framework.
+// a name for notes shared by every device signed in with it (a count made
+// before signing in is added to the name's). Plain node:http, no framework.
 //
 //   npm run demo                      # http://localhost:8501
 //   PORT=3000 npm run demo            # another port
@@ -36,13 +36,18 @@ const ACTIONS = new Map([
   ["/clear", (state) => clearCookieState(state)],
 ]);
 
-/** POST routes on the signed-in user's shared notes; signed out, they answer 303 to "/?error=signed-out". */
+/**
+ * POST routes on the shared counter and notes: the signed-in user's, or, signed out, this
+ * browser's until it signs in. The note routes need a name: signed out, they answer 303 to
+ * "/?error=signed-out".
+ */
 const SHARED_ACTIONS = new Map([
   ["/shared/increment", (shared) => bump(shared, 1)],
   ["/shared/decrement", (shared) => bump(shared, -1)],
   ["/shared/notes", (shared, form) => addNote(shared, form.get("text"))],
   ["/shared/notes/remove", (shared, form) => removeNote(shared, form.get("id"))],
 ]);
+const SIGNED_IN_ONLY = new Set(["/shared/notes", "/shared/notes/remove"]);
 
 class HttpError extends Error {
   constructor(status, title, text) {
@@ -67,8 +72,8 @@ try {
     secret: process.env.SESSION_SECRET || undefined,
     // The user is whoever the verified demo-user cookie names; nothing else the client sends.
     user: (request) => login.userOf(request),
-    // Signed out, the shared notes do not exist (the page shows the sign-in form instead).
-    anonymous: "reject",
+    // Signed out, the shared counter is kept per browser, and added to the user's at sign-in (SharedNotes's merge).
+    anonymous: "browser",
   });
   login = createLogin(secret);
 } catch (error) {
@@ -127,8 +132,9 @@ async function handle(req, res) {
   if (pathname === "/") {
     if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed("GET, HEAD", res);
     const state = new AppState();
-    const shared = user === undefined ? undefined : new SharedNotes();
-    const view = { state, info: inspectState(state), user, shared, sharedInfo: shared && inspectState(shared), error: searchParams.get("error") };
+    // Signed out, this is the browser's own count (no record until it first changes).
+    const shared = new SharedNotes();
+    const view = { state, info: inspectState(state), user, shared, sharedInfo: inspectState(shared), error: searchParams.get("error") };
     sendPage(res, 200, (nonce) => renderPage({ ...view, nonce }));
     return;
   }
@@ -138,6 +144,7 @@ async function handle(req, res) {
     refuseCrossSite(req);
     const form = await readForm(req);
     // New record ids at sign-in and sign-out: a cookie planted before (session fixation) or kept after opens nothing.
+    // A visitor's shared count moves to a new id too; the next request, signed in, merges it into the user's.
     rotateStateIds();
     let cookie = login.signOutCookie();
     if (pathname === "/login") {
@@ -159,7 +166,7 @@ async function handle(req, res) {
   let location = "/";
   try {
     if (action !== undefined) await action(new AppState(), form);
-    else if (user === undefined) throw new Refusal("signed-out");
+    else if (user === undefined && SIGNED_IN_ONLY.has(pathname)) throw new Refusal("signed-out");
     else await sharedAction(new SharedNotes(), form);
   } catch (error) {
     if (!(error instanceof Refusal)) throw error;

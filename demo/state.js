@@ -24,8 +24,17 @@ export const AppState = persist("app-state")(
  * A signed-in user's counter and notes: one record per user, shared by every
  * device signed in with that name. No cookie carries it; persist-session picks
  * the record from the `user` resolver (the verified demo-user cookie).
+ *
+ * Signed out, the server's `anonymous: "browser"` keeps it per browser (a
+ * visitor can count, not write notes), and at the first request after sign-in
+ * `merge` adds the visitor's count to the user's; persist-session then deletes
+ * the browser's record and expires its cookie (README, "Signing in and out").
  */
-export const SharedNotes = persist("shared-notes", { scope: "user" })(
+export const SharedNotes = persist("shared-notes", {
+  scope: "user",
+  // The note routes need a name, so a visitor's state has no notes: only the count moves over.
+  merge: (user, visitor) => void (user.count += visitor.count),
+})(
   class SharedNotes {
     count = 0;
     /** @type {Array<{ id: string, text: string }>} */

@@ -45,6 +45,17 @@ export interface PersistOptions<Shape extends object = object> {
   /** For a record the schema refused: the fields to use instead, or `undefined` to set it aside. */
   repair?: RepairFunction;
   /**
+   * When `schema` checks the state. `"restore"`: a record read from the store,
+   * before the handler sees it. `"always"`: that, and also the state a
+   * request's commit is about to store; a state that fails fails the request
+   * (a 500, logged with the key and the first issue's path), nothing of it is
+   * stored and the stored record stays as it was. The check only checks: the
+   * instance is stored as the handler left it, not the schema's output.
+   * It costs one validation per commit that changed the state; see README, "Changing a state class".
+   * @default "restore"
+   */
+  validate?: "restore" | "always";
+  /**
    * For `scope: "user"` with `anonymous: "browser"`: at the first request in
    * which the user is signed in while the browser still carries its anonymous
    * record of this key, `merge(userState, browserState)` folds the browser's
@@ -91,8 +102,8 @@ export function persist<Shape extends object = object>(key: string, options: Per
   if (scope !== "browser" && scope !== "user") {
     throw new TypeError(`persist-session: option scope is invalid: ${String(scope)}. Use "browser" or "user".`);
   }
-  const { version = 1, migrate, schema, repair, merge } = options;
-  checkVersioning(version, migrate, schema, repair);
+  const { version = 1, migrate, schema, repair, merge, validate = "restore" } = options;
+  checkVersioning(version, migrate, schema, repair, validate);
   if (merge !== undefined && (typeof merge !== "function" || scope !== "user")) {
     throw new TypeError('persist-session: option merge is invalid. Give a function (userState, browserState) => void, on a class with scope: "user".');
   }
@@ -108,7 +119,7 @@ export function persist<Shape extends object = object>(key: string, options: Per
       // The undecorated class: its constructor does not look up the request.
       Object.assign(instance, new Base());
     };
-    const versioning = new Versioning(className, version, migrate, schema, repair);
+    const versioning = new Versioning(className, version, migrate, schema, repair, validate === "always");
     const registration: Registration = {
       key,
       className,
@@ -137,7 +148,7 @@ export function persist<Shape extends object = object>(key: string, options: Per
 }
 
 /** Throws a `TypeError` naming the option when the versioning options cannot work. */
-function checkVersioning(version: unknown, migrate: unknown, schema: unknown, repair: unknown): void {
+function checkVersioning(version: unknown, migrate: unknown, schema: unknown, repair: unknown, validate: unknown): void {
   if (typeof version !== "number" || !Number.isSafeInteger(version) || version < 1) {
     throw new TypeError(`persist-session: option version is invalid: ${String(version)}. Use a positive integer (1 for a class that never changed shape).`);
   }
@@ -158,5 +169,11 @@ function checkVersioning(version: unknown, migrate: unknown, schema: unknown, re
   }
   if (repair !== undefined && typeof repair !== "function") {
     throw new TypeError("persist-session: option repair is invalid. Give a function (fields, issues) => the fields to use, or undefined.");
+  }
+  if (validate !== "restore" && validate !== "always") {
+    throw new TypeError(`persist-session: option validate is invalid: ${JSON.stringify(validate) ?? String(validate)}. Use "restore" (the default) or "always".`);
+  }
+  if (validate === "always" && schema === undefined) {
+    throw new TypeError('persist-session: option validate is invalid: "always" needs a schema to check with. Give schema too, or leave validate out.');
   }
 }

@@ -7,7 +7,7 @@ import { RecordTooLargeError } from "./serialization.js";
 import type { CookieSigner } from "./cookie-signing.js";
 import type { CookieWriter, SetCookie } from "./set-cookie.js";
 import { Tracker, unwrap, type ChangeSink } from "./tracking.js";
-import { splitVersion, storedVersion } from "./versioning.js";
+import { checkAtCommit, splitVersion, storedVersion } from "./versioning.js";
 
 /** A record a request locks before its handler runs: from a verified cookie, or the signed-in user's. */
 export interface RecordTarget {
@@ -163,6 +163,8 @@ export class RequestState implements StateContext {
   #gone = false;
   #abandonTimer: NodeJS.Timeout | undefined;
   #warnedIgnored = false;
+  /** A binding of a `validate: "always"` class is in this request: its commit checks the state first. */
+  #checksCommits = false;
   /** Locks and loads still to come, when the open had to wait; rejects (after aborting) when the request cannot start. */
   ready: Promise<void> | undefined;
   /** Called once when the request commits, aborts or is abandoned. */
@@ -278,6 +280,7 @@ export class RequestState implements StateContext {
     };
     const user = instanceOf(entry);
     registration.merge(user, instanceOf(anonymous));
+    if (registration.versioning.checksCommits) this.#checksCommits = true; // the merged state is a change like any other
     entry.live = user;
     entry.stored = undefined;
     binding.state = "changed";
@@ -457,7 +460,9 @@ export class RequestState implements StateContext {
    * releases the locks at once (the next request of this browser continues
    * from the in-process copy). Idempotent; after an abort it commits nothing.
    * A `status` of 500 or more aborts instead: a failing response stores none
-   * of its changes. Throws, after aborting, when a record cannot be stored.
+   * of its changes. Throws, after aborting, when a record cannot be stored or
+   * a `validate: "always"` schema refuses it; an asynchronous schema's
+   * refusal rejects `stored` instead, with nothing queued.
    */
   commit(status = 200): CommitResult {
     if (this.#result !== undefined) return this.#result;
@@ -466,15 +471,12 @@ export class RequestState implements StateContext {
       this.abort();
       return EMPTY_RESULT;
     }
-    const cookies: SetCookie[] = [];
-    const writes: Array<Promise<void>> = [];
     const now = Date.now();
-    const { records, maxLifetimeMs } = this.host;
-    /** Records a rotation left behind: deleted once the response with the new cookies is out. */
-    let rotatedAway: RecordEntry[] | undefined;
+    const { maxLifetimeMs } = this.host;
+    // Serialize (and check) everything first: a record that cannot be stored fails the request before anything is queued.
+    const snapshots = new Map<Binding, { data: string; bytes: number }>();
+    let checked: Promise<void> | undefined;
     try {
-      // Serialize everything first: a record that cannot be stored fails the request before anything is queued.
-      const snapshots = new Map<Binding, { data: string; bytes: number }>();
       for (const binding of this.#bindings.values()) {
         const entry = binding.entry;
         if (entry === undefined) continue;
@@ -482,61 +484,152 @@ export class RequestState implements StateContext {
         const rewrite = binding.state === "changed" || binding.rotate || (binding.state === "refresh" && (entry.stored === undefined || maxLifetimeMs !== undefined));
         if (rewrite) snapshots.set(binding, this.#serialize(binding, entry));
       }
-      this.#finish("committed");
-      for (const binding of this.#bindings.values()) {
-        if (binding.rotate && binding.state !== "cleared") {
-          // The data moves to a fresh id; the old record stays locked until it is deleted.
-          (rotatedAway ??= []).push(binding.entry!);
-          binding.entry = this.#successor(binding.entry!);
-          if (binding.state !== "changed") binding.state = "refresh";
-        }
-        const entry = binding.entry;
-        if (binding.replaced !== undefined) {
-          writes.push(records.delete(binding.replaced));
-          records.release(binding.replaced);
-        }
-        if (binding.anonymous !== undefined) {
-          // Merged into the user's record at open: the browser's copy goes, with its cookie.
-          writes.push(records.delete(binding.anonymous));
-          records.release(binding.anonymous);
-          cookies.push(this.host.cookies.expired(binding.key, this.https));
-        }
-        switch (binding.state) {
-          case "cleared":
-            if (entry !== undefined) {
-              writes.push(records.delete(entry));
-              if (binding.userScoped) entry.live = binding.target; // the user's id stays: the reset instance is its state
-            }
-            if (!binding.userScoped) cookies.push(this.host.cookies.expired(binding.key, this.https));
-            break;
-          case "changed":
-          case "refresh": {
-            const snapshot = snapshots.get(binding) ?? { data: entry!.stored!.data, bytes: entry!.bytes };
-            writes.push(this.#write(entry!, binding.key, snapshot, now));
-            // Version 1: the record's first write, a new visitor, who may never come back (a crawler, a
-            // one-page visit): its cookie is not kept for reuse, which cost a new session a cache entry
-            // that outlived the young generation. A returning browser's cookie is kept from its next commit.
-            if (!binding.userScoped) cookies.push(this.#liveCookie(binding.key, entry!.id, entry!.version > 1));
-            break;
-          }
-          case "resign":
-            cookies.push(this.#liveCookie(binding.key, entry!.id, true));
-            break;
-          case "unchanged":
-            break;
-        }
-        if (entry !== undefined) records.release(entry);
-      }
+      // One boolean for every class without validate: "always": their commits take no extra step.
+      if (this.#checksCommits) checked = this.#check();
     } catch (error) {
-      for (const write of writes) write.catch(() => undefined);
-      if (this.#phase === "open") this.abort();
+      this.abort();
       throw error;
     }
+    this.#finish("committed");
+    const cookies: SetCookie[] = [];
+    if (checked === undefined) {
+      const writes: Array<Promise<void>> = [];
+      try {
+        this.#result = this.#done(cookies, writes, this.#settle(cookies, writes, snapshots, now));
+      } catch (error) {
+        for (const write of writes) write.catch(() => undefined);
+        throw error;
+      }
+      return this.#result;
+    }
+    // An asynchronous check: the cookies are decided now (the adapter sends them only once `stored`
+    // resolves), the store is told nothing and every lock stays held until the check has passed.
+    const rotatedAway = this.#settle(cookies, undefined, snapshots, now);
+    const stored = checked.then(
+      () => {
+        const writes: Array<Promise<void>> = [];
+        this.#settle(undefined, writes, snapshots, now);
+        return this.#done(cookies, writes, rotatedAway).stored;
+      },
+      (error: unknown) => {
+        this.#discard(rotatedAway);
+        throw error;
+      },
+    );
+    this.#result = { cookies, stored };
+    return this.#result;
+  }
+
+  /**
+   * One pass over the bindings after the commit point. With `cookies`: the
+   * rotations and the cookies to set (returns the records a rotation left
+   * behind). With `writes`: the store's writes and deletes, and the locks
+   * released. A commit does both in one pass; one that waits for an
+   * asynchronous check does the first at once and the second once it passed.
+   */
+  #settle(cookies: SetCookie[] | undefined, writes: Array<Promise<void>> | undefined, snapshots: Map<Binding, { data: string; bytes: number }>, now: number): RecordEntry[] | undefined {
+    const { records } = this.host;
+    /** Records a rotation left behind: deleted once the response with the new cookies is out. */
+    let rotatedAway: RecordEntry[] | undefined;
+    for (const binding of this.#bindings.values()) {
+      if (cookies !== undefined && binding.rotate && binding.state !== "cleared") {
+        // The data moves to a fresh id; the old record stays locked until it is deleted.
+        (rotatedAway ??= []).push(binding.entry!);
+        binding.entry = this.#successor(binding.entry!);
+        if (binding.state !== "changed") binding.state = "refresh";
+      }
+      const entry = binding.entry;
+      if (writes !== undefined && binding.replaced !== undefined) {
+        writes.push(records.delete(binding.replaced));
+        records.release(binding.replaced);
+      }
+      if (binding.anonymous !== undefined) {
+        // Merged into the user's record at open: the browser's copy goes, with its cookie.
+        if (writes !== undefined) {
+          writes.push(records.delete(binding.anonymous));
+          records.release(binding.anonymous);
+        }
+        if (cookies !== undefined) cookies.push(this.host.cookies.expired(binding.key, this.https));
+      }
+      switch (binding.state) {
+        case "cleared":
+          if (writes !== undefined && entry !== undefined) {
+            writes.push(records.delete(entry));
+            if (binding.userScoped) entry.live = binding.target; // the user's id stays: the reset instance is its state
+          }
+          if (cookies !== undefined && !binding.userScoped) cookies.push(this.host.cookies.expired(binding.key, this.https));
+          break;
+        case "changed":
+        case "refresh": {
+          // Never written before: a new visitor, who may never come back (a crawler, a one-page visit). Its
+          // cookie is not kept for reuse, which cost a new session a cache entry that outlived the young
+          // generation; a returning browser's cookie is kept from its next commit.
+          const fresh = entry!.version === 0;
+          if (writes !== undefined) {
+            const snapshot = snapshots.get(binding) ?? { data: entry!.stored!.data, bytes: entry!.bytes };
+            writes.push(this.#write(entry!, binding.key, snapshot, now));
+          }
+          if (cookies !== undefined && !binding.userScoped) cookies.push(this.#liveCookie(binding.key, entry!.id, !fresh));
+          break;
+        }
+        case "resign":
+          if (cookies !== undefined) cookies.push(this.#liveCookie(binding.key, entry!.id, true));
+          break;
+        case "unchanged":
+          break;
+      }
+      if (writes !== undefined && entry !== undefined) records.release(entry);
+    }
+    return rotatedAway;
+  }
+
+  #done(cookies: SetCookie[], writes: Array<Promise<void>>, rotatedAway: RecordEntry[] | undefined): CommitResult {
     // One write (the usual case) is waited for as it is: Promise.all and its .then were two more promises per request.
     const stored = writes.length === 0 ? undefined : writes.length === 1 ? writes[0] : Promise.all(writes).then(() => undefined);
     if (rotatedAway !== undefined) this.#deleteAfterResponse(rotatedAway, stored);
-    this.#result = cookies.length === 0 && stored === undefined ? EMPTY_RESULT : { cookies, stored };
-    return this.#result;
+    return cookies.length === 0 && stored === undefined ? EMPTY_RESULT : { cookies, stored };
+  }
+
+  /**
+   * Checks every changed state of a `validate: "always"` class with its
+   * schema, as the handler left it (the raw instance: the check reads only).
+   * Throws at the first synchronous refusal; a promise when a schema is asynchronous.
+   */
+  #check(): Promise<void> | undefined {
+    let pending: Array<Promise<void>> | undefined;
+    for (const binding of this.#bindings.values()) {
+      if (binding.state !== "changed" || binding.entry === undefined) continue;
+      const registration = binding.registration ?? registrationOf(binding.key);
+      const state = binding.target ?? binding.entry.live;
+      if (registration === undefined || !registration.versioning.checksCommits || state === undefined) continue;
+      const check = checkAtCommit(registration.versioning, binding.key, state);
+      if (check !== undefined) (pending ??= []).push(check);
+    }
+    if (pending === undefined) return undefined;
+    return pending.length === 1 ? pending[0] : Promise.all(pending).then(() => undefined);
+  }
+
+  /**
+   * A commit whose asynchronous check refused its state: nothing was queued,
+   * so nothing of the request is stored. Every record it held is dropped from
+   * this process (the handler changed the copies in place) and its lock
+   * released: the next request re-reads what the store still holds.
+   */
+  #discard(rotatedAway: readonly RecordEntry[] | undefined): void {
+    const { records } = this.host;
+    const drop = (entry: RecordEntry | undefined) => {
+      if (entry === undefined) return;
+      records.forget(entry);
+      entry.stale = true;
+      records.release(entry);
+    };
+    for (const binding of this.#bindings.values()) {
+      drop(binding.anonymous);
+      drop(binding.replaced);
+      drop(binding.entry);
+      binding.entry = binding.replaced = binding.anonymous = undefined;
+    }
+    for (const entry of rotatedAway ?? []) drop(entry);
   }
 
   /**
@@ -691,6 +784,7 @@ export class RequestState implements StateContext {
 
   #expose(binding: Binding, registration: Registration, target: object): object {
     binding.registration = registration;
+    if (registration.versioning.checksCommits) this.#checksCommits = true;
     binding.target = target;
     binding.proxy = new Tracker(binding).track(target, registration.className);
     return binding.proxy;

@@ -87,6 +87,8 @@ export class Versioning {
     readonly migrations: Migrations | undefined,
     readonly schema: StandardSchemaV1 | undefined,
     readonly repair: RepairFunction | undefined,
+    /** `validate: "always"`: the state about to be stored at a commit is checked with {@link schema} too. */
+    readonly checksCommits = false,
   ) {
     this.#prefix = version === 1 ? "" : `v${version}\n`;
   }
@@ -153,6 +155,46 @@ export class Versioning {
     }
     return { kind: "current", fields, migrated: version !== this.version };
   }
+}
+
+/**
+ * Checks the state a commit is about to store against the class's schema
+ * (`validate: "always"`): `undefined` when a synchronous schema accepts it, a
+ * promise for an asynchronous one; a refusal throws (or rejects) with the
+ * key and the first issue's path. Only a check: what is stored is the
+ * instance as the handler left it, never the schema's output, because that
+ * instance stays this process's copy of the record for the next request.
+ */
+export function checkAtCommit(versioning: Versioning, key: string, state: object): Promise<void> | undefined {
+  const schema = versioning.schema!;
+  let result: StandardSchemaResult<unknown> | Promise<StandardSchemaResult<unknown>>;
+  try {
+    result = schema["~standard"].validate(state);
+  } catch (error) {
+    throw schemaThrew(versioning, key, error);
+  }
+  if (typeof (result as { then?: unknown }).then !== "function") return refuseIfInvalid(versioning, key, result as StandardSchemaResult<unknown>);
+  return Promise.resolve(result).then(
+    (settled) => refuseIfInvalid(versioning, key, settled),
+    (error: unknown) => {
+      throw schemaThrew(versioning, key, error);
+    },
+  );
+}
+
+function refuseIfInvalid(versioning: Versioning, key: string, result: StandardSchemaResult<unknown>): undefined {
+  if (result.issues === undefined) return undefined;
+  const issue = result.issues[0];
+  throw new Error(
+    `persist-session: the state of "${key}" failed ${versioning.className}'s schema at commit, at ${formatPath(issue?.path)}: ${issue?.message ?? "invalid"}. ` +
+      'Nothing of the request was stored and the stored record is unchanged. Fix the change the handler made, or the schema (validate: "always" checks every change).',
+  );
+}
+
+function schemaThrew(versioning: Versioning, key: string, error: unknown): Error {
+  return new Error(`persist-session: the schema of ${versioning.className} threw while checking the state of "${key}" at commit: ${messageOf(error)}. Nothing of the request was stored.`, {
+    cause: error,
+  });
 }
 
 /** `items[0].sku`, like devalue's paths; the whole record when the issue has no path. */

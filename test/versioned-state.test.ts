@@ -103,11 +103,12 @@ describe("records a schema refuses, a migration that throws, and a rollback", ()
   let sessions: Sessions;
   let server: TestServer;
   const warnings: string[] = [];
+  const errors: string[] = [];
   let Cart: ReturnType<typeof release>;
 
   let port = 0;
   async function start(): Promise<void> {
-    sessions = persistSession({ secret: SECRET, store: new FileStore({ dir }), sweepInterval: 0, logger: { warn: (m) => void warnings.push(m), error: () => undefined } });
+    sessions = persistSession({ secret: SECRET, store: new FileStore({ dir }), sweepInterval: 0, logger: { warn: (m) => void warnings.push(m), error: (m) => void errors.push(m) } });
     // The same port after a restart, so the test's browsers keep talking to the app.
     server = await listen(port, (req, res) =>
       sessions(req, res, () => {
@@ -132,6 +133,7 @@ describe("records a schema refuses, a migration that throws, and a rollback", ()
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), "persist-session-schema-"));
     warnings.length = 0;
+    errors.length = 0;
     Cart = release({ version: 2 }, CartV2);
     port = 0;
     await start();
@@ -221,9 +223,99 @@ describe("records a schema refuses, a migration that throws, and a rollback", ()
     for (const [id, bytes] of before) expect(await readFile(join(dir, id))).toEqual(bytes);
     expect(await quarantined()).toEqual([]);
   });
+
+  describe('validate: "always": the state a commit is about to store is checked too', () => {
+    /** Standard Schema V1 around zod's, answering a tick later: an asynchronous validator. */
+    const later = <T>(inner: { "~standard": { validate: (value: unknown) => unknown } }) => ({
+      "~standard": {
+        version: 1 as const,
+        vendor: "test-async",
+        validate: async (value: unknown) => {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          return inner["~standard"].validate(value) as { value: T } | { issues: Array<{ message: string; path?: PropertyKey[] }> };
+        },
+      },
+    });
+    const checks = { ...schemas, "async zod": later<z.infer<typeof schemas.zod>>(schemas.zod) };
+
+    for (const [library, schema] of Object.entries(checks)) {
+      it(`${library}: stores a change the schema accepts`, async () => {
+        Cart = release({ version: 2, schema, validate: "always" }, CartV2);
+        await restart();
+        const browser = new Browser(server.url);
+        const response = await browser.request("/add?sku=ok&quantity=2");
+        expect(response.status).toBe(200);
+        expect(await browser.json("/")).toEqual({ items: [{ sku: "ok", quantity: 2 }], currency: "EUR" });
+        const [id] = await records();
+        expect(await readFile(join(dir, id!), "utf8")).toContain('"ok"');
+        expect(errors).toEqual([]);
+      });
+
+      it(`${library}: fails the request with a 500 for a change the schema refuses, logs the key and path, and leaves the stored record as it was`, async () => {
+        Cart = release({ version: 2, schema, validate: "always" }, CartV2);
+        await restart();
+        const browser = new Browser(server.url);
+        await browser.json("/add?sku=ok&quantity=2");
+        const [id] = await records();
+        const bytes = await readFile(join(dir, id!));
+
+        const refused = await browser.request("/add?sku=bad&quantity=-1");
+        expect(refused.status).toBe(500);
+        expect(refused.headers.get("set-cookie")).toBeNull();
+        expect(errors).toHaveLength(1);
+        expect(errors[0]).toMatch(/^persist-session: the state of "versioned-cart" failed CartV2's schema at commit, at items\[1\]\.quantity: .+\. Nothing of the request was stored/);
+        await sessions.close(); // every queued write is flushed: none was queued
+        expect(await readFile(join(dir, id!))).toEqual(bytes);
+        expect(await records()).toEqual([id]);
+        await restart();
+        // The in-process copy the handler changed was dropped too: the next request reads the stored one.
+        expect(await browser.json("/")).toEqual({ items: [{ sku: "ok", quantity: 2 }], currency: "EUR" });
+      });
+    }
+
+    it("the next request of the browser waits for an asynchronous check, and never sees a refused change", async () => {
+      Cart = release({ version: 2, schema: checks["async zod"], validate: "always" }, CartV2);
+      await restart();
+      const browser = new Browser(server.url);
+      await browser.json("/add?sku=ok&quantity=1");
+      const [refused, next] = await Promise.all([browser.request("/add?sku=bad&quantity=0"), browser.json("/")]);
+      expect(refused.status).toBe(500);
+      expect(next).toEqual({ items: [{ sku: "ok", quantity: 1 }], currency: "EUR" });
+    });
+
+    it("stores the instance as the handler left it, not the schema's output", async () => {
+      const upper = z.object({ items: z.array(z.object({ sku: z.string().toUpperCase(), quantity: z.number() })), currency: z.string() });
+      Cart = release({ version: 2, schema: upper, validate: "always" }, CartV2);
+      await restart();
+      const browser = new Browser(server.url);
+      expect(await browser.json("/add?sku=lower")).toEqual({ items: [{ sku: "lower", quantity: 1 }], currency: "EUR" });
+      const [id] = await records();
+      expect(await readFile(join(dir, id!), "utf8")).toContain('"lower"');
+    });
+
+    it('checks nothing at commit without validate: "always"', async () => {
+      Cart = release({ version: 2, schema: schemas.zod }, CartV2);
+      await restart();
+      const browser = new Browser(server.url);
+      expect((await browser.request("/add?sku=bad&quantity=-1")).status).toBe(200);
+      expect(errors).toEqual([]);
+    });
+  });
 });
 
 describe("versioning options", () => {
+  it('refuses a validate option other than "restore" or "always", and "always" without a schema', () => {
+    expect(() => persist("bad-validate", { schema: z.object({}), validate: "sometimes" as never })).toThrow(
+      new TypeError('persist-session: option validate is invalid: "sometimes". Use "restore" (the default) or "always".'),
+    );
+    expect(() => persist("bad-validate-true", { schema: z.object({}), validate: true as never })).toThrow('persist-session: option validate is invalid: true. Use "restore"');
+    expect(() => persist("bad-validate-null", { schema: z.object({}), validate: null as never })).toThrow('persist-session: option validate is invalid: null. Use "restore"');
+    expect(() => persist("validate-without-schema", { validate: "always" })).toThrow(
+      new TypeError('persist-session: option validate is invalid: "always" needs a schema to check with. Give schema too, or leave validate out.'),
+    );
+    expect(() => persist("validate-restore", { validate: "restore" })).not.toThrow();
+  });
+
   it("refuses a bad version, a migration key out of range and a schema that is not one", () => {
     expect(() => persist("bad-version", { version: 0 })).toThrow("persist-session: option version is invalid: 0. Use a positive integer");
     expect(() => persist("bad-migrate", { version: 2, migrate: { 3: (fields) => fields } })).toThrow(

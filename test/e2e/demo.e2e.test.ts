@@ -11,6 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Cookie, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Browser as HttpBrowser } from "../helpers/http.js";
 import { DemoProcess, freePort, ROOT, SECRET_WARNING } from "./demo-process.js";
 
 /** Debian's Chromium; never a downloaded browser. CHROMIUM_PATH points elsewhere (or nowhere, to try the skip). */
@@ -627,8 +628,9 @@ describe.skipIf(!hasChromium && !mustRun)("demo in Chromium", () => {
         }
         await shot(page, "14-tampered-user-cookie");
 
-        // Signed out (a forged cookie), a post naming a user changes nobody's notes.
-        const post = await context.request.post(`${demo.url}/shared/increment`, { form: { user: "alice", name: "alice" }, maxRedirects: 0 });
+        // Signed out (a forged cookie), a post naming a user changes nobody's notes. (A signed-out count
+        // is the browser's own, and would be merged into alice's at the genuine cookie's next request: post a note.)
+        const post = await context.request.post(`${demo.url}/shared/notes`, { form: { text: "forged", user: "alice", name: "alice" }, maxRedirects: 0 });
         expect(post.status()).toBe(303);
         expect(post.headers().location).toBe("/?error=signed-out");
 
@@ -706,5 +708,82 @@ describe.skipIf(!hasChromium && !mustRun)("demo in Chromium", () => {
         await context.close();
       }
     });
+  });
+});
+
+/** The merge at sign-in (#19), over plain HTTP: it needs no browser, so it runs where Chromium is missing too. */
+describe("demo over HTTP: a visitor's count joins the user's at sign-in", () => {
+  let dir: string;
+  let demo: DemoProcess;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "persist-session-demo-merge-"));
+    demo = await DemoProcess.start(await freePort(), path.join(dir, "store"));
+  });
+
+  afterAll(async () => {
+    await demo?.stop("SIGKILL");
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A form post as the page sends it; the 303 is not followed, so its Set-Cookie reaches the jar. */
+  async function post(browser: HttpBrowser, route: string, form: Record<string, string> = {}): Promise<void> {
+    const response = await browser.request(route, { method: "POST", body: new URLSearchParams(form), redirect: "manual" });
+    expect(response.status, `POST ${route}`).toBe(303);
+    expect(response.headers.get("location"), `POST ${route}`).toBe("/");
+  }
+
+  /** The counts the page shows: the visitor's (signed out) or the user's shared one (signed in). */
+  async function page(browser: HttpBrowser): Promise<{ visitor?: number; shared?: number; user?: string }> {
+    const html = await (await browser.request("/")).text();
+    const number = (id: string) => {
+      const match = new RegExp(`<output id="${id}"[^>]*>(-?\\d+)</output>`).exec(html);
+      return match === null ? undefined : Number(match[1]);
+    };
+    const user = /<b id="user-name">([^<]*)<\/b>/.exec(html)?.[1];
+    return { ...(number("visitor-count") === undefined ? {} : { visitor: number("visitor-count") }), ...(number("shared-count") === undefined ? {} : { shared: number("shared-count"), user }) };
+  }
+
+  const recordId = (browser: HttpBrowser) => browser.cookies.get("shared-notes")?.slice(0, 36);
+  const stored = async (id: string) => (await readdir(path.join(dir, "store"))).includes(id);
+
+  it("counts 3 anonymously, signs in as a user who has 2, shows 5, and the browser's record is gone", async () => {
+    const phone = new HttpBrowser(demo.url);
+    await post(phone, "/login", { name: "dana" });
+    await post(phone, "/shared/increment");
+    await post(phone, "/shared/increment");
+    expect(await page(phone)).toEqual({ shared: 2, user: "dana" });
+
+    const laptop = new HttpBrowser(demo.url);
+    expect(await page(laptop)).toEqual({ visitor: 0 });
+    for (let i = 0; i < 3; i++) await post(laptop, "/shared/increment");
+    expect(await page(laptop)).toEqual({ visitor: 3 });
+    const anonymousId = recordId(laptop)!;
+    expect(await stored(anonymousId)).toBe(true);
+
+    await post(laptop, "/login", { name: "dana" });
+    const rotatedId = recordId(laptop)!; // sign-in rotates the ids: the visitor's record moved, with its count
+    expect(rotatedId).not.toBe(anonymousId);
+    expect(await page(laptop)).toEqual({ shared: 5, user: "dana" });
+    // Merged once: the browser's record is deleted and its cookie expired, so nothing is added again.
+    expect(laptop.cookies.has("shared-notes")).toBe(false);
+    expect(laptop.setCookies.at(-1)).toMatch(/^shared-notes=; .*Max-Age=0/);
+    expect(await page(laptop)).toEqual({ shared: 5, user: "dana" });
+    expect(await page(phone)).toEqual({ shared: 5, user: "dana" });
+    expect(await stored(rotatedId)).toBe(false);
+    await expect.poll(() => stored(anonymousId)).toBe(false); // deleted once the sign-in's response was out
+
+    // Signed out again, the browser starts from 0; the user keeps the 5.
+    await post(laptop, "/logout");
+    expect(await page(laptop)).toEqual({ visitor: 0 });
+    expect(await page(phone)).toEqual({ shared: 5, user: "dana" });
+    expect(demo.unexpectedOutput()).toEqual([]);
+  });
+
+  it("keeps notes for signed-in names: a visitor's note is refused", async () => {
+    const visitor = new HttpBrowser(demo.url);
+    const response = await visitor.request("/shared/notes", { method: "POST", body: new URLSearchParams({ text: "hello" }), redirect: "manual" });
+    expect(response.headers.get("location")).toBe("/?error=signed-out");
+    expect(visitor.cookies.has("shared-notes")).toBe(false);
   });
 });
