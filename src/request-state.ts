@@ -1,4 +1,4 @@
-import { v4 as uuidv4 } from "uuid";
+import { randomUUID } from "node:crypto";
 import type { StateContext } from "./context.js";
 import type { Logger } from "./logger.js";
 import type { RecordEntry, RecordManager } from "./records.js";
@@ -411,7 +411,7 @@ export class RequestState implements StateContext {
 
   /** Gives a never-stored instance its record on its first change. */
   mint(binding: Binding): void {
-    const entry = this.host.records.entry(uuidv4());
+    const entry = this.host.records.entry(randomUUID());
     if (!entry.tryLock(this)) throw new Error("persist-session: a freshly minted record id was already in use.");
     entry.state = "missing";
     entry.live = binding.target;
@@ -694,7 +694,7 @@ export class RequestState implements StateContext {
 
   /** A fresh, locked entry that takes over `entry`'s state under a new id (a rotation). */
   #successor(entry: RecordEntry): RecordEntry {
-    const next = this.host.records.entry(uuidv4());
+    const next = this.host.records.entry(randomUUID());
     if (!next.tryLock(this)) throw new Error("persist-session: a freshly minted record id was already in use.");
     next.state = "missing";
     next.live = entry.live;
