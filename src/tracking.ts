@@ -181,6 +181,134 @@ function refuseView(path: string): never {
   );
 }
 
+/**
+ * The traps of one tracking proxy. One object per proxy, its methods shared: a handler of
+ * closures cost ten allocations for every object a request touched (a tracked todo list is a
+ * proxy per todo read), and a sixth of a hot request's allocated bytes.
+ */
+class Traps implements ProxyHandler<object> {
+  readonly plain: boolean;
+  readonly proxied: Proxied;
+
+  constructor(
+    readonly tracker: Tracker,
+    readonly kind: Kind,
+    readonly path: string,
+    raw: object,
+  ) {
+    this.plain = kind === "object" || kind === "array";
+    this.proxied = { raw, tracker };
+  }
+
+  childPath(prop: string | symbol): string {
+    return typeof prop === "string" && ARRAY_INDEX.test(prop) ? `${this.path}[${prop}]` : `${this.path}.${String(prop)}`;
+  }
+
+  /** Checks a property about to be written or defined; returns its path. */
+  writable(prop: string | symbol): string {
+    if (typeof prop === "symbol") {
+      throw new TypeError(`persist-session: cannot persist ${this.path}[${String(prop)}] (a symbol-keyed property). Use a string key.`);
+    }
+    if (prop === "__proto__") refuseProto(this.path);
+    const where = this.childPath(prop);
+    if (!keepsKey(this.kind, prop)) refuseKey(where, this.kind);
+    this.tracker.sink.assertWritable(where);
+    return where;
+  }
+
+  /** A property's value as read through the proxy: objects tracked (the path, a regex and a concatenation, is built only for them). */
+  wrap(value: unknown, prop: string | symbol): unknown {
+    if (typeof value === "object" && value !== null) return this.tracker.track(value, this.childPath(prop));
+    return value;
+  }
+
+  get(target: object, prop: string | symbol, receiver: unknown): unknown {
+    if (prop === kProxied) return this.proxied;
+    const { kind, path } = this;
+    if (prop === "__proto__") refuseProto(path);
+    if (this.plain) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if (typeof value === "function") return value; // methods run with `this` = the proxy, so their writes are tracked
+      return this.wrap(value, prop);
+    }
+    // Their methods and getters (`size`, `pathname`) need the real object as `this`.
+    const value: unknown = Reflect.get(target, prop, target);
+    if (typeof value === "function") return this.tracker.method(kind, target, prop, value as (...a: unknown[]) => unknown, path);
+    // A typed array's constructor reads these of a buffer to copy it as an array-like or iterable: the copy would
+    // be a new view's start, so refuse; `new Uint8Array(buffer)` over the real one is not reachable from here.
+    if (kind === "buffer" && (prop === Symbol.iterator || prop === "length" || (typeof prop === "string" && isCanonicalNumeric(prop)))) refuseView(path);
+    return this.wrap(value, prop);
+  }
+
+  set(target: object, prop: string | symbol, value: unknown): boolean {
+    const { sink } = this.tracker;
+    const where = this.writable(prop);
+    const raw = this.tracker.adopt(value, where);
+    const own = Object.prototype.hasOwnProperty.call(target, prop);
+    if (own && Object.is((target as Record<string, unknown>)[prop as string], raw)) return true;
+    sink.assertPersistable(raw, where);
+    const ok = Reflect.set(target, prop, raw, target);
+    if (ok) sink.markChanged();
+    return ok;
+  }
+
+  deleteProperty(target: object, prop: string | symbol): boolean {
+    if (!Object.prototype.hasOwnProperty.call(target, prop)) return true;
+    const { sink } = this.tracker;
+    sink.assertWritable(this.childPath(prop));
+    const ok = Reflect.deleteProperty(target, prop);
+    if (ok) sink.markChanged();
+    return ok;
+  }
+
+  defineProperty(target: object, prop: string | symbol, descriptor: PropertyDescriptor): boolean {
+    const { sink } = this.tracker;
+    const where = this.writable(prop);
+    if ("get" in descriptor || "set" in descriptor) {
+      throw new TypeError(`persist-session: cannot persist ${where} (an accessor property). Assign a plain value.`);
+    }
+    // devalue stores own enumerable data properties and brings them back writable and configurable:
+    // anything else would come back different (a non-enumerable one not at all).
+    const existing = Reflect.getOwnPropertyDescriptor(target, prop);
+    for (const attribute of ATTRIBUTES) {
+      const wanted = descriptor[attribute] ?? (existing === undefined ? false : existing[attribute]);
+      if (wanted !== (existing === undefined ? true : existing[attribute])) {
+        throw new TypeError(
+          `persist-session: cannot persist ${where} (${existing === undefined ? "a new" : "a change to a"} ${attribute}: ${String(wanted)} property, which would come back as a plain one). ` +
+            "Assign the value instead (state.x = value).",
+        );
+      }
+    }
+    if (!("value" in descriptor)) return Reflect.defineProperty(target, prop, descriptor);
+    const raw = this.tracker.adopt(descriptor.value, where);
+    sink.assertPersistable(raw, where);
+    const ok = Reflect.defineProperty(target, prop, { ...descriptor, value: raw });
+    if (ok) sink.markChanged();
+    return ok;
+  }
+
+  getOwnPropertyDescriptor(target: object, prop: string | symbol): PropertyDescriptor | undefined {
+    const descriptor = Reflect.getOwnPropertyDescriptor(target, prop);
+    if (descriptor === undefined || typeof descriptor.value !== "object" || descriptor.value === null) return descriptor;
+    // The proxy invariants make such a property report its real value: it must not exist in state.
+    if (descriptor.configurable === false && descriptor.writable === false) {
+      throw new TypeError(`persist-session: ${this.childPath(prop)} is a read-only, non-configurable property, so its value cannot be handed out tracked. Assign the value instead (state.x = value).`);
+    }
+    return { ...descriptor, value: this.tracker.track(descriptor.value as object, this.childPath(prop)) };
+  }
+
+  setPrototypeOf(): boolean {
+    throw new TypeError(`persist-session: cannot change the prototype of ${this.path}. Persisted state keeps its class.`);
+  }
+
+  preventExtensions(): boolean {
+    throw new TypeError(
+      `persist-session: cannot freeze, seal or prevent extensions of ${this.path}: restored state is always changeable, so it would not come back so. ` +
+        "Keep a frozen copy outside the state instead.",
+    );
+  }
+}
+
 /** Hands out tracking proxies over one instance's object graph, one proxy per object. */
 export class Tracker {
   readonly #proxies = new WeakMap<object, object>();
@@ -190,7 +318,7 @@ export class Tracker {
   track<T extends object>(raw: T, path: string): T {
     const existing = this.#proxies.get(raw);
     if (existing !== undefined) return existing as T;
-    const proxy = new Proxy(raw, this.#handler(kindOf(raw), path, { raw, tracker: this }) as ProxyHandler<T>);
+    const proxy = new Proxy(raw, new Traps(this, kindOf(raw), path, raw) as ProxyHandler<T>);
     this.#proxies.set(raw, proxy);
     return proxy;
   }
@@ -200,11 +328,6 @@ export class Tracker {
     return value;
   }
 
-  /** `#wrapValue` for a property read: the path (a regex and a concatenation) is built only for objects. */
-  #wrapProperty(value: unknown, childPath: (prop: string | symbol) => string, prop: string | symbol): unknown {
-    if (typeof value === "object" && value !== null) return this.track(value, childPath(prop));
-    return value;
-  }
 
   /**
    * Makes an assigned value fit to be state, in place: every tracking proxy of this
@@ -213,7 +336,7 @@ export class Tracker {
    * back as it is refused with its path. devalue then checks the rest
    * ({@link ChangeSink.assertPersistable}).
    */
-  #adopt(value: unknown, path: string): unknown {
+  adopt(value: unknown, path: string): unknown {
     if (typeof value !== "object" || value === null) return value;
     const seen = new Set<object>();
     // Paths are built only for a refusal: an assignment of a new object is on the hot path of pushes and sets.
@@ -291,103 +414,8 @@ export class Tracker {
     }
   }
 
-  #handler(kind: Kind, path: string, proxied: Proxied): ProxyHandler<object> {
-    const { sink } = this;
-    const childPath = (prop: string | symbol) =>
-      typeof prop === "string" && ARRAY_INDEX.test(prop) ? `${path}[${prop}]` : `${path}.${String(prop)}`;
-    /** Checks a property about to be written or defined; returns its path. */
-    const writable = (prop: string | symbol): string => {
-      if (typeof prop === "symbol") {
-        throw new TypeError(`persist-session: cannot persist ${path}[${String(prop)}] (a symbol-keyed property). Use a string key.`);
-      }
-      if (prop === "__proto__") refuseProto(path);
-      const where = childPath(prop);
-      if (!keepsKey(kind, prop)) refuseKey(where, kind);
-      sink.assertWritable(where);
-      return where;
-    };
-    const plain = kind === "object" || kind === "array";
-    return {
-      get: (target, prop, receiver) => {
-        if (prop === kProxied) return proxied;
-        if (prop === "__proto__") refuseProto(path);
-        if (plain) {
-          const value: unknown = Reflect.get(target, prop, receiver);
-          if (typeof value === "function") return value; // methods run with `this` = the proxy, so their writes are tracked
-          return this.#wrapProperty(value, childPath, prop);
-        }
-        // Their methods and getters (`size`, `pathname`) need the real object as `this`.
-        const value: unknown = Reflect.get(target, prop, target);
-        if (typeof value === "function") return this.#method(kind, target, prop, value as (...a: unknown[]) => unknown, path);
-        // A typed array's constructor reads these of a buffer to copy it as an array-like or iterable: the copy would
-        // be a new view's start, so refuse; `new Uint8Array(buffer)` over the real one is not reachable from here.
-        if (kind === "buffer" && (prop === Symbol.iterator || prop === "length" || (typeof prop === "string" && isCanonicalNumeric(prop)))) refuseView(path);
-        return this.#wrapProperty(value, childPath, prop);
-      },
-      set: (target, prop, value) => {
-        const where = writable(prop);
-        const raw = this.#adopt(value, where);
-        const own = Object.prototype.hasOwnProperty.call(target, prop);
-        if (own && Object.is((target as Record<string, unknown>)[prop as string], raw)) return true;
-        sink.assertPersistable(raw, where);
-        const ok = Reflect.set(target, prop, raw, target);
-        if (ok) sink.markChanged();
-        return ok;
-      },
-      deleteProperty: (target, prop) => {
-        if (!Object.prototype.hasOwnProperty.call(target, prop)) return true;
-        sink.assertWritable(childPath(prop));
-        const ok = Reflect.deleteProperty(target, prop);
-        if (ok) sink.markChanged();
-        return ok;
-      },
-      defineProperty: (target, prop, descriptor) => {
-        const where = writable(prop);
-        if ("get" in descriptor || "set" in descriptor) {
-          throw new TypeError(`persist-session: cannot persist ${where} (an accessor property). Assign a plain value.`);
-        }
-        // devalue stores own enumerable data properties and brings them back writable and configurable:
-        // anything else would come back different (a non-enumerable one not at all).
-        const existing = Reflect.getOwnPropertyDescriptor(target, prop);
-        for (const attribute of ATTRIBUTES) {
-          const wanted = descriptor[attribute] ?? (existing === undefined ? false : existing[attribute]);
-          if (wanted !== (existing === undefined ? true : existing[attribute])) {
-            throw new TypeError(
-              `persist-session: cannot persist ${where} (${existing === undefined ? "a new" : "a change to a"} ${attribute}: ${String(wanted)} property, which would come back as a plain one). ` +
-                "Assign the value instead (state.x = value).",
-            );
-          }
-        }
-        if (!("value" in descriptor)) return Reflect.defineProperty(target, prop, descriptor);
-        const raw = this.#adopt(descriptor.value, where);
-        sink.assertPersistable(raw, where);
-        const ok = Reflect.defineProperty(target, prop, { ...descriptor, value: raw });
-        if (ok) sink.markChanged();
-        return ok;
-      },
-      getOwnPropertyDescriptor: (target, prop) => {
-        const descriptor = Reflect.getOwnPropertyDescriptor(target, prop);
-        if (descriptor === undefined || typeof descriptor.value !== "object" || descriptor.value === null) return descriptor;
-        // The proxy invariants make such a property report its real value: it must not exist in state.
-        if (descriptor.configurable === false && descriptor.writable === false) {
-          throw new TypeError(`persist-session: ${childPath(prop)} is a read-only, non-configurable property, so its value cannot be handed out tracked. Assign the value instead (state.x = value).`);
-        }
-        return { ...descriptor, value: this.track(descriptor.value as object, childPath(prop)) };
-      },
-      setPrototypeOf: () => {
-        throw new TypeError(`persist-session: cannot change the prototype of ${path}. Persisted state keeps its class.`);
-      },
-      preventExtensions: () => {
-        throw new TypeError(
-          `persist-session: cannot freeze, seal or prevent extensions of ${path}: restored state is always changeable, so it would not come back so. ` +
-            "Keep a frozen copy outside the state instead.",
-        );
-      },
-    };
-  }
-
   /** A method of a Map, Set, Date, typed array, DataView, ArrayBuffer, RegExp, URL or URLSearchParams, called on the real object. */
-  #method(kind: Kind, target: object, prop: string | symbol, fn: (...a: unknown[]) => unknown, path: string) {
+  method(kind: Kind, target: object, prop: string | symbol, fn: (...a: unknown[]) => unknown, path: string): (...args: unknown[]) => unknown {
     const { sink } = this;
     const name = typeof prop === "string" ? prop : "";
     const proxy = this.track(target, path);
@@ -404,7 +432,7 @@ export class Tracker {
       return (...args: unknown[]) => {
         const where = `${path}.${name}()`;
         sink.assertWritable(where);
-        const raws = collection ? args.map((arg) => this.#adopt(arg, where)) : args.map(unwrap);
+        const raws = collection ? args.map((arg) => this.adopt(arg, where)) : args.map(unwrap);
         if (collection) raws.forEach((arg) => sink.assertPersistable(arg, where));
         const result = fn.apply(target, raws.map((arg) => (typeof arg === "function" ? this.#callback(arg as Callback, target, proxy) : arg)));
         sink.markChanged();
