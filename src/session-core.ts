@@ -499,9 +499,10 @@ export class SessionCore implements RequestHost {
     }
     const where = this.store.describe?.() ?? "the store";
     const pending = this.store.secret().then(
-      (generated) => {
-        this.logger.warn(`persist-session: no secret given; using a generated one kept in ${where}. Pass \`secret\` (32+ characters) in production.`);
-        this.#signer = new CookieSigner([generated]);
+      ({ secret: kept, created }) => {
+        const which = created ? `generated one and kept it in ${where}` : `using the secret already kept in ${where} (this start did not generate it)`;
+        this.logger.warn(`persist-session: no secret given; ${which}. Pass \`secret\` (32+ characters) in production.`);
+        this.#signer = new CookieSigner([kept]);
         return this.#signer;
       },
       (error: unknown) => {

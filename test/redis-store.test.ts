@@ -143,8 +143,10 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
 
   it("gives every process the secret the first one generated", async () => {
     const first = await store.secret();
-    expect(first.length).toBeGreaterThanOrEqual(32);
-    expect(await open().secret()).toBe(first);
+    expect(first.secret.length).toBeGreaterThanOrEqual(32);
+    expect(first.created).toBe(true);
+    // The others find it there, and say so.
+    expect(await open().secret()).toEqual({ secret: first.secret, created: false });
   });
 
   it("fails at once with StoreUnavailableError when the client is not connected", async () => {

@@ -1,14 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import { link, mkdir, open, opendir, readFile, rename, stat, unlink } from "node:fs/promises";
+import { constants, lstatSync, mkdirSync } from "node:fs";
+import { link, lstat, open, opendir, rename, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
-import { FileJournal, replayJournal } from "./file-journal.js";
+import { FileJournal, JOURNAL_DIR, journalKey, replayJournal } from "./file-journal.js";
 import { fileThread } from "./file-thread.js";
-import { isCode, syncFileSystem } from "./file-system.js";
+import { checkOwnDirectory, isCode, OPEN_NO_FOLLOW, openOwnFile, readOwnFile, syncFileSystem, UnsafeFileError, unsafeFileReason } from "./file-system.js";
 import { formatRecordText, parseRecordHeader, parseRecordText } from "./record-text.js";
-import type { SessionStore, StoredRecord } from "./store.js";
+import { CorruptRecordError, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
@@ -29,7 +29,9 @@ export interface FileStoreOptions {
   durable?: boolean;
 }
 
+const DEFAULT_DIR = ".persist-session";
 const TEMP_SUFFIX = ".tmp";
+
 const SECRET_FILE = ".secret";
 /** A temporary file this old is an orphan even if another process made it. */
 const ORPHAN_AGE_MS = 60_000;
@@ -41,38 +43,65 @@ const HEADER_READ_BYTES = 512;
  * A file is `<json header>\n<devalue data>`, replaced by writing a temporary
  * file beside it and renaming it over: a crash leaves the old file or the new
  * one, never a torn one (remix-run/remix#4353 truncated in place).
- * One process per directory: records are cached in memory between requests.
+ * One process per directory: records are cached in memory between requests. The
+ * directory is checked at construction to be ours (#17): a directory another user
+ * prepared is refused at start-up.
  * A durable store also keeps a write-ahead journal beside the records (file-journal.ts).
  */
 export class FileStore implements SessionStore {
   readonly dir: string;
   readonly #durable: boolean;
+  /** The directory's permission bits: others may read (warned about once a logger is known), never write (refused). */
+  readonly #dirMode: number;
   #logger: Logger | undefined;
   readonly #startedAt = Date.now();
   readonly #ownTemps = new Set<string>();
   #ready: Promise<void> | undefined;
+  /** The store's secret once read or made: it signs cookies when the app passes none, and keys the journal. */
+  #secret: Promise<StoreSecret> | undefined;
   /** Durable through the journal: set once the directory is ready, where syncfs works. */
   #journal: FileJournal | undefined;
   /** Durable without the journal (no syncfs here): each write and its directory are fsynced. */
   #fsyncEach = false;
 
   constructor(options: FileStoreOptions = {}) {
-    const { dir = ".persist-session", durable = false } = options;
+    const { dir = DEFAULT_DIR, durable = false } = options;
     if (typeof dir !== "string" || dir === "") {
       throw new TypeError(`persist-session: option dir is invalid: ${String(dir)}. Give a directory path.`);
     }
     this.dir = resolve(dir);
     this.#durable = durable;
+    // Checked now, synchronously, so that persistSession() fails at start-up rather than a request later.
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    } catch (error) {
+      // Something that is not a directory has the name (a dangling symlink, a file): the check below says what.
+      if (!isCode(error, "EEXIST")) throw error;
+    }
+    const name = options.dir === undefined ? `the default store directory (${DEFAULT_DIR} in ${process.cwd()})` : "the store directory";
+    const stats = checkOwnDirectory(this.dir, name);
+    this.#dirMode = stats.mode & 0o777;
+    // What a start would trust from an earlier one: a planted secret or journal refuses the start now, not on a request.
+    checkSecretFile(join(this.dir, SECRET_FILE));
+    checkJournalDirectory(this.dir);
   }
 
   async get(id: string): Promise<StoredRecord | undefined> {
     await this.#ensureDir();
+    let handle;
+    try {
+      handle = await openOwnFile(this.#path(id));
+    } catch (error) {
+      // A FIFO, symlink or another user's file at a record's name: never read, set aside by the caller.
+      if (error instanceof UnsafeFileError) throw new CorruptRecordError(`the record file is ${error.reason}; it was not read`);
+      throw error;
+    }
+    if (handle === undefined) return undefined;
     let text: string;
     try {
-      text = await readFile(this.#path(id), "utf8");
-    } catch (error) {
-      if (isCode(error, "ENOENT")) return undefined;
-      throw error;
+      text = await handle.readFile("utf8");
+    } finally {
+      await handle.close();
     }
     if (text === "") {
       // What a crash between creating a new record's file and writing it leaves: that
@@ -149,7 +178,8 @@ export class FileStore implements SessionStore {
       if (!dirent.isFile() || !isUuidV4(dirent.name)) continue;
       let handle;
       try {
-        handle = await open(join(this.dir, dirent.name), "r");
+        // Replaced by a FIFO or a symlink since the listing: such a file reads as empty or fails, and get() sets it aside.
+        handle = await open(join(this.dir, dirent.name), OPEN_NO_FOLLOW);
         const { bytesRead } = await handle.read(buffer, 0, HEADER_READ_BYTES, 0);
         if (bytesRead === 0) {
           // An interrupted create (see set): listed once no writer of this process can still be on it.
@@ -171,11 +201,10 @@ export class FileStore implements SessionStore {
     if (!(await this.#sweepable())) return 0;
     let removed = 0;
     for await (const dirent of await opendir(this.dir)) {
-      if (!dirent.isFile() || !dirent.name.endsWith(TEMP_SUFFIX)) continue;
       const path = join(this.dir, dirent.name);
-      if (this.#ownTemps.has(path)) continue;
       try {
-        if (this.#orphaned((await stat(path)).mtimeMs)) {
+        if (!dirent.isFile() || !dirent.name.endsWith(TEMP_SUFFIX) || this.#ownTemps.has(path)) continue;
+        if (this.#orphaned((await lstat(path)).mtimeMs)) {
           await unlink(path);
           removed++;
         }
@@ -186,11 +215,24 @@ export class FileStore implements SessionStore {
     return removed;
   }
 
-  async secret(): Promise<string> {
+  async secret(): Promise<StoreSecret> {
     await this.#ensureDir();
+    return this.#storeSecret();
+  }
+
+  /** The secret in `.secret`, made on first use; cached, so a store reads it once. */
+  #storeSecret(): Promise<StoreSecret> {
+    this.#secret ??= this.#readOrMakeSecret().catch((error: unknown) => {
+      this.#secret = undefined;
+      throw error;
+    });
+    return this.#secret;
+  }
+
+  async #readOrMakeSecret(): Promise<StoreSecret> {
     const path = join(this.dir, SECRET_FILE);
     const existing = await this.#readSecret(path);
-    if (existing !== undefined) return existing;
+    if (existing !== undefined) return { secret: existing, created: false };
     // Written in full beside it, then linked into place: a reader (another process,
     // or this one after a crash) sees the whole secret or no file, never a part.
     const secret = randomBytes(48).toString("base64url");
@@ -199,10 +241,13 @@ export class FileStore implements SessionStore {
     try {
       await writeSynced(temp, `${secret}\n`);
       await link(temp, path);
-      return secret;
+      return { secret, created: true };
     } catch (error) {
       // Another process made it first: use theirs.
-      if (isCode(error, "EEXIST")) return (await this.#readSecret(path)) ?? secret;
+      if (isCode(error, "EEXIST")) {
+        const theirs = await this.#readSecret(path);
+        if (theirs !== undefined) return { secret: theirs, created: false };
+      }
       throw error;
     } finally {
       await unlink(temp).catch(() => undefined);
@@ -210,14 +255,17 @@ export class FileStore implements SessionStore {
     }
   }
 
+  /** The secret file's text, read without following a symlink or blocking; `undefined` when there is none. */
   async #readSecret(path: string): Promise<string | undefined> {
-    let text: string;
+    let bytes: Buffer | undefined;
     try {
-      text = (await readFile(path, "utf8")).trim();
+      bytes = await readOwnFile(path);
     } catch (error) {
-      if (isCode(error, "ENOENT")) return undefined;
-      throw error;
+      if (!(error instanceof UnsafeFileError)) throw error;
+      throw unsafeSecretError(path, error.reason);
     }
+    if (bytes === undefined) return undefined;
+    const text = bytes.toString("utf8").trim();
     if (text.length < 32) {
       throw new Error(
         `persist-session: the generated secret in ${path} is damaged (${text.length} characters, at least 32 needed). ` +
@@ -229,9 +277,14 @@ export class FileStore implements SessionStore {
 
   /** Makes everything written so far durable in the record files (a checkpoint) and stops the journal's timer. */
   async close(): Promise<void> {
-    await this.#ready?.catch(() => undefined);
-    await this.#journal?.close();
+    const ready = this.#ready;
+    this.#ready = undefined;
+    await ready?.catch(() => undefined);
+    const journal = this.#journal;
+    this.#journal = undefined;
+    await journal?.close();
   }
+
 
   describe(): string {
     return this.dir;
@@ -270,21 +323,26 @@ export class FileStore implements SessionStore {
 
   #ensureDir(): Promise<void> {
     this.#ready ??= (async () => {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      const { mode } = await stat(this.dir);
-      if ((mode & 0o077) !== 0) {
+      if ((this.#dirMode & 0o077) !== 0) {
         this.#warn(
-          `persist-session: the store directory ${this.dir} is readable by other users (mode ${(mode & 0o777).toString(8)}). ` +
+          `persist-session: the store directory ${this.dir} is readable by other users (mode ${this.#dirMode.toString(8)}). ` +
             "Run `chmod 700` on it; session records are private.",
         );
       }
-      // Segments a durable run left may hold writes its record files lack, whatever this store's mode.
+      // Segments a durable run left may hold writes its record files lack, whatever this store's mode. Their MACs are
+      // keyed by the store's secret, which a durable run made before its first entry: without one there is nothing to trust.
       const logger = () => this.#logger;
-      const lastSegment = await replayJournal(this.dir, (changes) => this.#applyChanges(changes), logger);
+      const existingKey = async () => {
+        const secret = await this.#readSecret(join(this.dir, SECRET_FILE));
+        return secret === undefined ? undefined : journalKey(secret);
+      };
+      const lastSegment = await replayJournal(this.dir, (changes) => this.#applyChanges(changes), logger, existingKey);
       if (this.#durable) {
+        // The journal's key: from the store's own secret, made now if need be, even when the app passes `secret` (file-journal.ts says why).
+        const key = journalKey((await this.#storeSecret()).secret);
         try {
           await syncFileSystem(this.dir);
-          this.#journal = new FileJournal(this.dir, lastSegment + 1, logger);
+          this.#journal = new FileJournal(this.dir, lastSegment + 1, logger, key);
         } catch {
           this.#fsyncEach = true;
           this.#warn(
@@ -303,6 +361,36 @@ export class FileStore implements SessionStore {
   #warn(warning: string): void {
     if (this.#logger !== undefined) this.#logger.warn(warning);
     else process.emitWarning(warning);
+  }
+}
+
+/** A secret someone else could have written (or can read) would let them forge every cookie. */
+function unsafeSecretError(path: string, reason: string): Error {
+  return new Error(
+    `persist-session: the secret file ${path} is ${reason}, so it was not used: someone else may know it and forge every visitor's cookie. ` +
+      "Delete it (a new one is generated; cookies signed with the old one stop opening their state), or pass `secret` to persistSession().",
+  );
+}
+
+/** The start-up check of an existing `.secret` (reading it checks again, on the open file). */
+function checkSecretFile(path: string): void {
+  let stats;
+  try {
+    stats = lstatSync(path);
+  } catch (error) {
+    if (isCode(error, "ENOENT")) return;
+    throw error;
+  }
+  const reason = unsafeFileReason(stats);
+  if (reason !== undefined) throw unsafeSecretError(path, reason);
+}
+
+/** The start-up check of an existing journal directory (replay checks it again before listing it). */
+function checkJournalDirectory(dir: string): void {
+  try {
+    checkOwnDirectory(join(dir, JOURNAL_DIR), "the journal directory");
+  } catch (error) {
+    if (!isCode(error, "ENOENT")) throw error;
   }
 }
 

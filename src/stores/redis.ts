@@ -5,7 +5,7 @@ import { ChangeNotices, formatChange, type ChangeSubscription } from "./change-m
 import { withDeadline } from "./deadline.js";
 import { leaseLostError, newLeaseToken, ownLease, RenewedLease, type LeaseBackend } from "./lease.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
-import { CorruptRecordError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
+import { CorruptRecordError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
 
 /**
  * The one method RedisStore calls on a client: send a command, get its reply.
@@ -267,15 +267,15 @@ export class RedisStore implements SessionStore {
     return lease;
   }
 
-  async secret(): Promise<string> {
+  async secret(): Promise<StoreSecret> {
     const key = `${this.prefix}secret`;
     // NX: the first process to start generates it; every other one reads that one.
-    await this.redis.send(["SET", key, randomBytes(48).toString("base64url"), "NX"]);
+    const reply = await this.redis.send(["SET", key, randomBytes(48).toString("base64url"), "NX"]);
     const secret = await this.redis.send(["GET", key]);
     if (typeof secret !== "string" || secret.length < 32) {
       throw new Error(`persist-session: the generated secret in Redis key ${key} is missing or too short. Delete the key, or pass \`secret\` to persistSession().`);
     }
-    return secret;
+    return { secret, created: reply === "OK" };
   }
 
   describe(): string {
