@@ -4,6 +4,7 @@ import { link, lstat, open, opendir, rename, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
+import { claimDirectory, releaseDirectory } from "./file-claim.js";
 import { FileJournal, JOURNAL_DIR, journalKey, replayJournal } from "./file-journal.js";
 import { fileThread } from "./file-thread.js";
 import { checkOwnDirectory, isCode, OPEN_NO_FOLLOW, openOwnFile, readOwnFile, syncFileSystem, UnsafeFileError, unsafeFileReason } from "./file-system.js";
@@ -43,14 +44,17 @@ const HEADER_READ_BYTES = 512;
  * A file is `<json header>\n<devalue data>`, replaced by writing a temporary
  * file beside it and renaming it over: a crash leaves the old file or the new
  * one, never a torn one (remix-run/remix#4353 truncated in place).
- * One process per directory: records are cached in memory between requests. The
- * directory is checked at construction to be ours (#17): a directory another user
- * prepared is refused at start-up.
+ * One process per directory: records are cached in memory between requests, so the
+ * directory is claimed for this process at construction (file-claim.ts), after checking
+ * that it is ours (#17): a directory another user prepared is refused at start-up.
  * A durable store also keeps a write-ahead journal beside the records (file-journal.ts).
  */
 export class FileStore implements SessionStore {
   readonly dir: string;
   readonly #durable: boolean;
+  /** The directory's device and inode: what the claim is held under. */
+  readonly #claimKey: string;
+  #claimed = false;
   /** The directory's permission bits: others may read (warned about once a logger is known), never write (refused). */
   readonly #dirMode: number;
   #logger: Logger | undefined;
@@ -71,7 +75,7 @@ export class FileStore implements SessionStore {
     }
     this.dir = resolve(dir);
     this.#durable = durable;
-    // Checked now, synchronously, so that persistSession() fails at start-up rather than a request later.
+    // Checked and claimed now, synchronously, so that persistSession() fails at start-up rather than a request later.
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     } catch (error) {
@@ -81,9 +85,11 @@ export class FileStore implements SessionStore {
     const name = options.dir === undefined ? `the default store directory (${DEFAULT_DIR} in ${process.cwd()})` : "the store directory";
     const stats = checkOwnDirectory(this.dir, name);
     this.#dirMode = stats.mode & 0o777;
+    this.#claimKey = `${stats.dev}:${stats.ino}`;
     // What a start would trust from an earlier one: a planted secret or journal refuses the start now, not on a request.
     checkSecretFile(join(this.dir, SECRET_FILE));
     checkJournalDirectory(this.dir);
+    this.#claim();
   }
 
   async get(id: string): Promise<StoredRecord | undefined> {
@@ -275,7 +281,11 @@ export class FileStore implements SessionStore {
     return text;
   }
 
-  /** Makes everything written so far durable in the record files (a checkpoint) and stops the journal's timer. */
+  /**
+   * Makes everything written so far durable in the record files (a checkpoint), stops the journal's timer and
+   * gives up this store's claim on the directory, so a new store (in this process or another) can start on it.
+   * A closed store used again claims the directory again.
+   */
   async close(): Promise<void> {
     const ready = this.#ready;
     this.#ready = undefined;
@@ -283,8 +293,16 @@ export class FileStore implements SessionStore {
     const journal = this.#journal;
     this.#journal = undefined;
     await journal?.close();
+    if (this.#claimed) {
+      this.#claimed = false;
+      releaseDirectory(this.#claimKey);
+    }
   }
 
+  #claim(): void {
+    claimDirectory(this.dir, this.#claimKey);
+    this.#claimed = true;
+  }
 
   describe(): string {
     return this.dir;
@@ -323,6 +341,7 @@ export class FileStore implements SessionStore {
 
   #ensureDir(): Promise<void> {
     this.#ready ??= (async () => {
+      if (!this.#claimed) this.#claim();
       if ((this.#dirMode & 0o077) !== 0) {
         this.#warn(
           `persist-session: the store directory ${this.dir} is readable by other users (mode ${this.#dirMode.toString(8)}). ` +
