@@ -1,15 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { constants, lstatSync, mkdirSync } from "node:fs";
-import { link, lstat, open, opendir, rename, unlink } from "node:fs/promises";
+import { link, lstat, open, opendir, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
+import { positive } from "../option-checks.js";
 import { claimDirectory, releaseDirectory } from "./file-claim.js";
 import { FileJournal, JOURNAL_DIR, journalKey, replayJournal } from "./file-journal.js";
 import { fileThread } from "./file-thread.js";
-import { checkOwnDirectory, isCode, OPEN_NO_FOLLOW, openOwnFile, readOwnFile, syncFileSystem, UnsafeFileError, unsafeFileReason } from "./file-system.js";
+import { checkOwnDirectory, isCode, OPEN_NO_FOLLOW, openOwnFile, readOwnFile, syncFileSystem, syncPath, UnsafeFileError, unsafeFileReason } from "./file-system.js";
 import { formatRecordText, parseRecordHeader, parseRecordText } from "./record-text.js";
-import { CorruptRecordError, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
+import { CorruptRecordError, DEFAULT_QUARANTINE_TTL_SECONDS, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
@@ -28,11 +29,18 @@ export interface FileStoreOptions {
    * @default false
    */
   durable?: boolean;
+  /**
+   * Seconds a set-aside (unreadable) record, `<uuid>.corrupt-<time>`, is kept for a person to
+   * inspect before the sweep removes it.
+   * @default 2592000 (30 days)
+   */
+  quarantineTtl?: number;
 }
 
 const DEFAULT_DIR = ".persist-session";
 const TEMP_SUFFIX = ".tmp";
-
+/** A set-aside record: the record's id and when it was set aside (ms). */
+const QUARANTINED = /^[0-9a-f-]{36}\.corrupt-(\d{1,15})$/;
 const SECRET_FILE = ".secret";
 /** A temporary file this old is an orphan even if another process made it. */
 const ORPHAN_AGE_MS = 60_000;
@@ -52,6 +60,7 @@ const HEADER_READ_BYTES = 512;
 export class FileStore implements SessionStore {
   readonly dir: string;
   readonly #durable: boolean;
+  readonly #quarantineTtlMs: number;
   /** The directory's device and inode: what the claim is held under. */
   readonly #claimKey: string;
   #claimed = false;
@@ -75,6 +84,7 @@ export class FileStore implements SessionStore {
     }
     this.dir = resolve(dir);
     this.#durable = durable;
+    this.#quarantineTtlMs = positive("quarantineTtl", options.quarantineTtl, DEFAULT_QUARANTINE_TTL_SECONDS) * 1000;
     // Checked and claimed now, synchronously, so that persistSession() fails at start-up rather than a request later.
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
@@ -203,12 +213,23 @@ export class FileStore implements SessionStore {
     }
   }
 
+  /** Removes what interrupted writes left (temporary files), and set-aside records older than `quarantineTtl`. */
   async removeOrphans(): Promise<number> {
     if (!(await this.#sweepable())) return 0;
     let removed = 0;
+    const now = Date.now();
     for await (const dirent of await opendir(this.dir)) {
       const path = join(this.dir, dirent.name);
       try {
+        // The time in its name is when it was set aside: a rename keeps the record's own mtime.
+        const quarantined = QUARANTINED.exec(dirent.name);
+        if (quarantined !== null) {
+          if (Number(quarantined[1]) + this.#quarantineTtlMs > now) continue;
+          // Whatever it is (a FIFO or a directory set aside under a record's name too): rm never follows a symlink.
+          await rm(path, { recursive: true, force: true });
+          removed++;
+          continue;
+        }
         if (!dirent.isFile() || !dirent.name.endsWith(TEMP_SUFFIX) || this.#ownTemps.has(path)) continue;
         if (this.#orphaned((await lstat(path)).mtimeMs)) {
           await unlink(path);
@@ -247,6 +268,9 @@ export class FileStore implements SessionStore {
     try {
       await writeSynced(temp, `${secret}\n`);
       await link(temp, path);
+      // The link is a directory entry: without this fsync a power cut could lose the name,
+      // and the next start would generate another secret, so every cookie signed meanwhile stops opening.
+      await syncPath(this.dir);
       return { secret, created: true };
     } catch (error) {
       // Another process made it first: use theirs.

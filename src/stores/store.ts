@@ -89,6 +89,9 @@ export interface SessionStore {
   readonly shared?: boolean;
 }
 
+/** How long a store keeps a set-aside (unreadable) record for a person to inspect: 30 days, in seconds. */
+export const DEFAULT_QUARANTINE_TTL_SECONDS = 30 * 24 * 60 * 60;
+
 /** What {@link SessionStore.secret} gives: the secret, and whether this call generated it (else it was there already). */
 export interface StoreSecret {
   readonly secret: string;
