@@ -1,15 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { constants, lstatSync, mkdirSync } from "node:fs";
-import { link, lstat, open, opendir, rename, rm, unlink } from "node:fs/promises";
+import { link, lstat, open, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
 import { positive } from "../option-checks.js";
 import { claimDirectory, releaseDirectory } from "./file-claim.js";
 import { FileJournal, JOURNAL_DIR, journalKey, replayJournal } from "./file-journal.js";
-import { fileThread } from "./file-thread.js";
-import { checkOwnDirectory, isCode, OPEN_NO_FOLLOW, openOwnFile, readOwnFile, syncFileSystem, syncPath, UnsafeFileError, unsafeFileReason } from "./file-system.js";
-import { formatRecordText, parseRecordHeader, parseRecordText } from "./record-text.js";
+import { fileThread, type ScanResult } from "./file-thread.js";
+import { checkOwnDirectory, isCode, readOwnFile, syncFileSystem, syncPath, UnsafeFileError, unsafeFileReason } from "./file-system.js";
+import { formatRecordText, parseRecordText } from "./record-text.js";
 import { CorruptRecordError, DEFAULT_QUARANTINE_TTL_SECONDS, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
 
 /** Options of {@link FileStore}. */
@@ -44,8 +44,16 @@ const QUARANTINED = /^[0-9a-f-]{36}\.corrupt-(\d{1,15})$/;
 const SECRET_FILE = ".secret";
 /** A temporary file this old is an orphan even if another process made it. */
 const ORPHAN_AGE_MS = 60_000;
-/** The header line never comes near this; reading a prefix keeps the sweep cheap. */
-const HEADER_READ_BYTES = 512;
+/** Directory entries the file thread lists per message in a sweep: a few milliseconds of its work at most. */
+const SCAN_BATCH = 128;
+/** Names the sweep's listings on the file thread, which every FileStore of the process shares. */
+let nextScan = 0;
+
+/** What a sweep's listing passed on its way: left for {@link FileStore.removeOrphans}. */
+interface Leftovers {
+  readonly temps: string[];
+  readonly quarantined: string[];
+}
 
 /**
  * One file per record in one directory, named only from the validated UUID.
@@ -70,6 +78,8 @@ export class FileStore implements SessionStore {
   readonly #startedAt = Date.now();
   readonly #ownTemps = new Set<string>();
   #ready: Promise<void> | undefined;
+  /** Temporary and set-aside files the last sweep's listing found, until removeOrphans() takes them. */
+  #leftovers: Leftovers | undefined;
   /** The store's secret once read or made: it signs cookies when the app passes none, and keys the journal. */
   #secret: Promise<StoreSecret> | undefined;
   /** Durable through the journal: set once the directory is ready, where syncfs works. */
@@ -104,21 +114,16 @@ export class FileStore implements SessionStore {
 
   async get(id: string): Promise<StoredRecord | undefined> {
     await this.#ensureDir();
-    let handle;
+    let bytes: Buffer | undefined;
     try {
-      handle = await openOwnFile(this.#path(id));
+      bytes = await readOwnFile(this.#path(id));
     } catch (error) {
       // A FIFO, symlink or another user's file at a record's name: never read, set aside by the caller.
       if (error instanceof UnsafeFileError) throw new CorruptRecordError(`the record file is ${error.reason}; it was not read`);
       throw error;
     }
-    if (handle === undefined) return undefined;
-    let text: string;
-    try {
-      text = await handle.readFile("utf8");
-    } finally {
-      await handle.close();
-    }
+    if (bytes === undefined) return undefined;
+    const text = bytes.toString("utf8");
     if (text === "") {
       // What a crash between creating a new record's file and writing it leaves: that
       // write was never acknowledged, and there are no bytes to set aside.
@@ -187,50 +192,66 @@ export class FileStore implements SessionStore {
     });
   }
 
+  /**
+   * Record files whose header says they expired by `now`, and empty ones an interrupted first write
+   * left. The listing and the headers are read on the file thread, a batch of entries per message
+   * ({@link ScanRequest}); the temporary and set-aside files it passes are kept for
+   * {@link removeOrphans}, which the sweep calls next, so the directory is listed once per sweep.
+   */
   async *expiredIds(now: number): AsyncIterable<string> {
+    this.#leftovers = undefined;
     if (!(await this.#sweepable())) return;
-    const buffer = Buffer.alloc(HEADER_READ_BYTES);
-    for await (const dirent of await opendir(this.dir)) {
-      if (!dirent.isFile() || !isUuidV4(dirent.name)) continue;
-      let handle;
-      try {
-        // Replaced by a FIFO or a symlink since the listing: such a file reads as empty or fails, and get() sets it aside.
-        handle = await open(join(this.dir, dirent.name), OPEN_NO_FOLLOW);
-        const { bytesRead } = await handle.read(buffer, 0, HEADER_READ_BYTES, 0);
-        if (bytesRead === 0) {
-          // An interrupted create (see set): listed once no writer of this process can still be on it.
-          if (this.#orphaned((await handle.stat()).mtimeMs)) yield dirent.name;
-          continue;
-        }
-        const text = buffer.toString("utf8", 0, bytesRead);
-        const newline = text.indexOf("\n");
-        if (newline !== -1 && parseRecordHeader(text.slice(0, newline)).expires <= now) yield dirent.name;
-      } catch {
-        // Gone since the listing, or unreadable: the request path quarantines those.
-      } finally {
-        await handle?.close();
+    const leftovers: Leftovers = { temps: [], quarantined: [] };
+    for await (const found of this.#scan(now)) {
+      leftovers.temps.push(...found.temps);
+      leftovers.quarantined.push(...found.quarantined);
+      yield* found.candidates;
+    }
+    this.#leftovers = leftovers;
+  }
+
+  /** The directory, listed on the file thread a batch at a time; record headers are read when `expiredBy` is given. */
+  async *#scan(expiredBy: number | undefined): AsyncGenerator<ScanResult> {
+    const scan = nextScan++;
+    let done = false;
+    try {
+      for (let first = true; !done; first = false) {
+        const orphanedBefore = Math.max(this.#startedAt, Date.now() - ORPHAN_AGE_MS);
+        const found = await fileThread.scan({ kind: "scan", dir: this.dir, scan, first, max: SCAN_BATCH, expiredBy, orphanedBefore });
+        done = found.done;
+        yield found;
       }
+    } finally {
+      // Left before the end (the sweep failed): the thread closes the listing.
+      if (!done) fileThread.run({ kind: "endScan", scan }).catch(() => undefined);
     }
   }
 
   /** Removes what interrupted writes left (temporary files), and set-aside records older than `quarantineTtl`. */
   async removeOrphans(): Promise<number> {
     if (!(await this.#sweepable())) return 0;
+    let leftovers = this.#leftovers;
+    this.#leftovers = undefined;
+    if (leftovers === undefined) {
+      leftovers = { temps: [], quarantined: [] };
+      for await (const found of this.#scan(undefined)) {
+        leftovers.temps.push(...found.temps);
+        leftovers.quarantined.push(...found.quarantined);
+      }
+    }
     let removed = 0;
     const now = Date.now();
-    for await (const dirent of await opendir(this.dir)) {
-      const path = join(this.dir, dirent.name);
+    for (const name of leftovers.quarantined) {
+      // The time in its name is when it was set aside: a rename keeps the record's own mtime.
+      if (Number(QUARANTINED.exec(name)?.[1]) + this.#quarantineTtlMs > now) continue;
+      // Whatever it is (a FIFO or a directory set aside under a record's name too): rm never follows a symlink.
+      await rm(join(this.dir, name), { recursive: true, force: true });
+      removed++;
+    }
+    for (const name of leftovers.temps) {
+      const path = join(this.dir, name);
+      if (this.#ownTemps.has(path)) continue;
       try {
-        // The time in its name is when it was set aside: a rename keeps the record's own mtime.
-        const quarantined = QUARANTINED.exec(dirent.name);
-        if (quarantined !== null) {
-          if (Number(quarantined[1]) + this.#quarantineTtlMs > now) continue;
-          // Whatever it is (a FIFO or a directory set aside under a record's name too): rm never follows a symlink.
-          await rm(path, { recursive: true, force: true });
-          removed++;
-          continue;
-        }
-        if (!dirent.isFile() || !dirent.name.endsWith(TEMP_SUFFIX) || this.#ownTemps.has(path)) continue;
         if (this.#orphaned((await lstat(path)).mtimeMs)) {
           await unlink(path);
           removed++;
