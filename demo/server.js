@@ -61,7 +61,7 @@ try {
   // Without SESSION_SECRET the store generates one in <dir>/.secret (persist-session logs a
   // warning on the first request). The sign-in cookie's key is derived from the same secret;
   // it is read here, before any request, so the two never race to create the file.
-  const secret = process.env.SESSION_SECRET || (await store.secret());
+  const secret = process.env.SESSION_SECRET || (await store.secret()).secret;
   sessions = persistSession({
     store,
     secret: process.env.SESSION_SECRET || undefined,
