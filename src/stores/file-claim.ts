@@ -217,8 +217,16 @@ export function claimDirectory(dir: string, key: string): void {
   const nonce = randomBytes(12).toString("hex");
   const content: ClaimContent = { ...self, nonce, since: new Date().toISOString() };
   const mine = join(dir, `${CLAIM_FILE}.${nonce}.tmp`);
-  // "wx": O_EXCL, so a planted file or symlink at this name is never written through.
-  writeFileSync(mine, `${JSON.stringify(content)}\n`, { mode: 0o600, flag: "wx" });
+  try {
+    // "wx": O_EXCL, so a planted file or symlink at this name is never written through.
+    writeFileSync(mine, `${JSON.stringify(content)}\n`, { mode: 0o600, flag: "wx" });
+  } catch (error) {
+    throw new Error(
+      `persist-session: cannot claim the store directory ${dir} for this process (${(error as Error).message}): a FileStore writes its records there. ` +
+        "Give it a directory it can write.",
+      { cause: error },
+    );
+  }
   try {
     take(dir, join(dir, CLAIM_FILE), mine, nonce, 0);
   } finally {

@@ -243,7 +243,8 @@ export class FileStore implements SessionStore {
     const now = Date.now();
     for (const name of leftovers.quarantined) {
       // The time in its name is when it was set aside: a rename keeps the record's own mtime.
-      if (Number(QUARANTINED.exec(name)?.[1]) + this.#quarantineTtlMs > now) continue;
+      const setAside = QUARANTINED.exec(name);
+      if (setAside === null || Number(setAside[1]) + this.#quarantineTtlMs > now) continue;
       // Whatever it is (a FIFO or a directory set aside under a record's name too): rm never follows a symlink.
       await rm(join(this.dir, name), { recursive: true, force: true });
       removed++;
