@@ -276,12 +276,13 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
 
     it("gives every process the secret the first one generated", async () => {
       const first = await store.secret();
-      expect(first.length).toBeGreaterThanOrEqual(32);
-      expect(await open().secret()).toBe(first);
+      expect(first.created).toBe(true);
+      expect(first.secret.length).toBeGreaterThanOrEqual(32);
+      expect(await open().secret()).toEqual({ secret: first.secret, created: false });
       // The secret's row is not a record and never expires.
       expect(await postgresIds(pool, schema)).toEqual([]);
       expect(await store.removeExpired(Number.MAX_SAFE_INTEGER - 1)).toBe(0);
-      expect(await open().secret()).toBe(first);
+      expect(await open().secret()).toEqual({ secret: first.secret, created: false });
     });
 
     it("refuses a stored secret that is too short", async () => {
