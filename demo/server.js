@@ -71,6 +71,9 @@ try {
     anonymous: "reject",
   });
   login = createLogin(secret);
+  // The store claims its directory at its first use; ready() does that now, so a directory that is
+  // not ours, or one another process serves, stops the demo here instead of failing each request.
+  await sessions.ready();
 } catch (error) {
   console.error(`demo: ${error.message}`);
   process.exit(1);

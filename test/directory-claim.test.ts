@@ -1,12 +1,14 @@
 /**
  * One process per FileStore directory (#17, point 2): the FileStore caches and
  * locks records in its own process, so a second process on the directory would
- * lose updates. It is refused at start with an error naming the directory and
- * the process holding it; a claim left by a killed process is taken over, by
- * exactly one of the processes that start at once; closing a store releases the
- * claim, so a restart on the same directory works, in this process or another.
- * (Two stores on one directory in one process are the core's business: they
- * share the claim here.)
+ * lose updates. The claim is taken at the store's first use (never when it is
+ * constructed: `next build` constructs it); a second live process is refused then,
+ * with an error naming the directory and the process holding it, which every
+ * request of that process meets (a 500, logged once) and `sessions.ready()`
+ * rejects with. A claim left by a killed process is taken over, by exactly one
+ * of the processes that start at once; closing a store releases the claim, so a
+ * restart on the same directory works, in this process or another. (Two stores on
+ * one directory in one process are the core's business: they share the claim here.)
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -16,6 +18,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { FileStore, persistSession } from "../src/index.js";
+import * as standard from "./fixtures/standard.js";
+import { capturingLogger } from "./helpers/robustness.js";
 
 const BUILT = fileURLToPath(new URL("../dist/index.js", import.meta.url));
 const HOLDER = fileURLToPath(new URL("./fixtures/claim-holder.mjs", import.meta.url));
@@ -67,9 +71,11 @@ describe("one process per FileStore directory", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const open = () => {
+  /** A store of this process that has claimed the directory (its first use). */
+  const open = async () => {
     const store = new FileStore({ dir });
     stores.push(store);
+    await store.ready();
     return store;
   };
   const hold = async () => {
@@ -85,15 +91,40 @@ describe("one process per FileStore directory", () => {
       `^persist-session: the store directory ${dir} is in use by another process \\(pid ${holder.child.pid}, since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z\\)\\. ` +
         "A FileStore serves one process per directory: two would lose each other's updates\\. Stop that process, give this one a directory of its own, or use RedisStore",
     );
-    expect(() => new FileStore({ dir })).toThrow(refusal);
-    expect(() => persistSession({ store: new FileStore({ dir }), secret: "s".repeat(40), sweepInterval: 0 })).toThrow(refusal);
+    await expect(new FileStore({ dir }).ready()).rejects.toThrow(refusal);
+    await expect(persistSession({ store: new FileStore({ dir }), secret: "s".repeat(40), sweepInterval: 0 }).ready()).rejects.toThrow(refusal);
     // And the other way round.
     await killed(holders.pop()!);
-    open();
+    await open();
     const second = startHolder(dir);
     holders.push(second);
     expect(await second.said).toMatch(new RegExp(`^refused persist-session: the store directory ${dir} is in use by another process \\(pid ${process.pid}, `));
     expect(await second.exited).toBe(3);
+  });
+
+  it("fails each request of a refused process with a 500, logs the refusal once, and takes over once the other is gone", async () => {
+    const holder = await hold();
+    const logger = capturingLogger();
+    const sessions = persistSession({ store: new FileStore({ dir }), secret: "s".repeat(40), logger, sweepInterval: 0 });
+    const bump = () =>
+      sessions.fetch(async () => {
+        new standard.AppState().count += 1;
+        return new Response("ok");
+      })(new Request("http://localhost/", { method: "POST" }));
+    try {
+      expect((await Promise.all(Array.from({ length: 4 }, bump))).map((response) => response.status)).toEqual([500, 500, 500, 500]);
+      expect(logger.errors).toEqual([
+        expect.stringMatching(
+          new RegExp(`^persist-session: the store directory ${dir} is in use by another process \\(pid ${holder.child.pid}, .* Until then every request that uses state fails \\(500\\); this is logged once\\.$`),
+        ),
+      ]);
+      await killed(holders.pop()!);
+      expect((await bump()).status).toBe(200);
+      expect(JSON.parse(await readFile(join(dir, ".claim"), "utf8"))).toMatchObject({ pid: process.pid });
+      expect(logger.errors).toHaveLength(1);
+    } finally {
+      await sessions.close();
+    }
   });
 
   it("takes over the claim of a process that was killed", async () => {
@@ -101,7 +132,7 @@ describe("one process per FileStore directory", () => {
     await killed(holders.pop()!);
     // The claim is still there, naming a process that is gone.
     expect(JSON.parse(await readFile(join(dir, ".claim"), "utf8"))).toMatchObject({ pid: holder.child.pid });
-    open();
+    await open();
     expect(JSON.parse(await readFile(join(dir, ".claim"), "utf8"))).toMatchObject({ pid: process.pid });
   });
 
@@ -124,8 +155,8 @@ describe("one process per FileStore directory", () => {
   });
 
   it("releases the claim on close(), so a restart on the directory works, here or in another process", async () => {
-    const first = new FileStore({ dir });
-    const second = new FileStore({ dir }); // the same process: one claim, shared
+    const first = await open();
+    const second = await open(); // the same process: one claim, shared
     await first.close();
     expect(existsSync(join(dir, ".claim")), "still held by the second store").toBe(true);
     const blocked = startHolder(dir);
@@ -135,13 +166,16 @@ describe("one process per FileStore directory", () => {
     expect(existsSync(join(dir, ".claim"))).toBe(false);
     // A restart in this process…
     const restarted = persistSession({ store: new FileStore({ dir }), secret: "s".repeat(40), sweepInterval: 0 });
+    await restarted.ready();
+    expect(JSON.parse(await readFile(join(dir, ".claim"), "utf8"))).toMatchObject({ pid: process.pid });
     await restarted.close();
+    expect(existsSync(join(dir, ".claim"))).toBe(false);
     // …and in another one, which closes its store in turn.
     const next = await hold();
     next.child.stdin!.write("close\n");
     expect(await next.exited).toBe(0);
     expect(existsSync(join(dir, ".claim"))).toBe(false);
-    open();
+    await open();
   });
 
   it.skipIf(!linux)("takes over a claim whose pid now belongs to another process, and keeps one from another host", async () => {
@@ -149,14 +183,14 @@ describe("one process per FileStore directory", () => {
       writeFile(join(dir, ".claim"), `${JSON.stringify({ pid: 1, start: "1", host: hostname(), boot: undefined, thread: 0, nonce: "n", since: "2020-01-01T00:00:00.000Z", ...fields })}\n`, { mode: 0o600 });
     // pid 1 is alive, but it did not start at that time: the pid was reused since.
     await claim({});
-    await open().close();
+    await (await open()).close();
     stores.pop();
     // pid 1 with its real start time: a live process, refused.
     const stat = await readFile("/proc/1/stat", "latin1");
     await claim({ start: stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] });
-    expect(() => new FileStore({ dir })).toThrow(/is in use by another process \(pid 1, since 2020-01-01T00:00:00\.000Z\)/);
+    await expect(new FileStore({ dir }).ready()).rejects.toThrow(/is in use by another process \(pid 1, since 2020-01-01T00:00:00\.000Z\)/);
     // Another host cannot be checked from here: live.
     await claim({ host: "some-other-host", pid: 999_999 });
-    expect(() => new FileStore({ dir })).toThrow(/is in use by another process \(pid 999999 on host some-other-host, since /);
+    await expect(new FileStore({ dir }).ready()).rejects.toThrow(/is in use by another process \(pid 999999 on host some-other-host, since /);
   });
 });

@@ -1,5 +1,7 @@
 /**
- * The store directory is ours, or the FileStore refuses to start (#17, point 1).
+ * The store directory is ours, or the FileStore refuses to start (#17, point 1): at its
+ * first use, or at `sessions.ready()` / `store.ready()` for a start-up script (never in
+ * the constructor, which `next build` runs).
  * The review had another local user create the directory (0777, in a /tmp-like
  * parent) and plant `.secret`: the app logged "using a generated one" and signed
  * with the planted secret, so that user could forge any visitor's cookie. A
@@ -14,7 +16,7 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, constants, openSync } from "node:fs";
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse, stringify } from "devalue";
@@ -69,7 +71,7 @@ describe("the store directory is ours, or the store refuses to start", () => {
     // A /tmp-like parent: everyone may create in it, nobody may remove another's entries.
     await chmod(parent, 0o1777);
     asNobody(`mkdir -m 0777 ${dir} && printf '%s\\n' ${"p".repeat(64)} > ${dir}/.secret && chmod 600 ${dir}/.secret`);
-    expect(() => persistSession({ store: new FileStore({ dir }), logger: quiet, sweepInterval: 0 })).toThrow(
+    await expect(persistSession({ store: new FileStore({ dir }), logger: quiet, sweepInterval: 0 }).ready()).rejects.toThrow(
       new RegExp(`^persist-session: the store directory ${dir} belongs to uid ${NOBODY}, not to this process \\(uid 0\\): whoever owns it can read and forge every session\\. Remove it and let persist-session create it`),
     );
     // The default directory too, with the message naming it.
@@ -77,7 +79,7 @@ describe("the store directory is ours, or the store refuses to start", () => {
     const cwd = process.cwd();
     process.chdir(parent);
     try {
-      expect(() => persistSession({ secret: SECRET, logger: quiet, sweepInterval: 0 })).toThrow(
+      await expect(persistSession({ secret: SECRET, logger: quiet, sweepInterval: 0 }).ready()).rejects.toThrow(
         `persist-session: the default store directory (.persist-session in ${parent}) ${parent}/.persist-session belongs to uid ${NOBODY}`,
       );
     } finally {
@@ -88,7 +90,7 @@ describe("the store directory is ours, or the store refuses to start", () => {
   it.each(["777", "770", "730", "702"])("refuses its own directory when others can write it (mode %s), saying to chmod 700", async (mode) => {
     await mkdir(dir, { mode: 0o700 });
     await chmod(dir, Number.parseInt(mode, 8));
-    expect(() => new FileStore({ dir })).toThrow(
+    await expect(new FileStore({ dir }).ready()).rejects.toThrow(
       `persist-session: the store directory ${dir} is writable by other users (mode ${mode}): they could plant records, a secret or journal entries. Run \`chmod 700 ${dir}\``,
     );
   });
@@ -97,14 +99,14 @@ describe("the store directory is ours, or the store refuses to start", () => {
     const real = join(parent, "real");
     await mkdir(real, { mode: 0o700 });
     await symlink(real, dir);
-    expect(() => new FileStore({ dir })).toThrow(`persist-session: the store directory ${dir} is a symbolic link`);
+    await expect(new FileStore({ dir }).ready()).rejects.toThrow(`persist-session: the store directory ${dir} is a symbolic link`);
   });
 
   it("refuses a symlink as the journal directory", async () => {
     await mkdir(dir, { mode: 0o700 });
     await mkdir(join(parent, "elsewhere"), { mode: 0o700 });
     await symlink(join(parent, "elsewhere"), join(dir, "journal"));
-    expect(() => new FileStore({ dir })).toThrow(`persist-session: the journal directory ${dir}/journal is a symbolic link`);
+    await expect(new FileStore({ dir }).ready()).rejects.toThrow(`persist-session: the journal directory ${dir}/journal is a symbolic link`);
   });
 
   const secretCases: ReadonlyArray<readonly [string, (path: string) => Promise<void>, string, boolean]> = [
@@ -124,7 +126,7 @@ describe("the store directory is ours, or the store refuses to start", () => {
     await mkdir(dir, { mode: 0o700 });
     await plant(join(dir, ".secret"));
     try {
-      expect(() => persistSession({ store: new FileStore({ dir }), logger: quiet, sweepInterval: 0 })).toThrow(
+      await expect(persistSession({ store: new FileStore({ dir }), logger: quiet, sweepInterval: 0 }).ready()).rejects.toThrow(
         `persist-session: the secret file ${dir}/.secret is ${reason}, so it was not used: someone else may know it and forge every visitor's cookie. Delete it`,
       );
     } finally {
@@ -150,6 +152,67 @@ describe("the store directory is ours, or the store refuses to start", () => {
       `persist-session: no secret given; generated one and kept it in ${dir}. Pass \`secret\` (32+ characters) in production.`,
       `persist-session: no secret given; using the secret already kept in ${dir} (this start did not generate it). Pass \`secret\` (32+ characters) in production.`,
     ]);
+  });
+});
+
+describe("the directory is checked and claimed at the store's first use, not when the store is made", () => {
+  let parent: string;
+  let dir: string;
+  const running: Array<{ close(): Promise<void> }> = [];
+
+  beforeEach(async () => {
+    parent = await mkdtemp(join(tmpdir(), "persist-session-lazy-"));
+    dir = join(parent, "store");
+  });
+  afterEach(async () => {
+    for (const closable of running.splice(0)) await closable.close();
+    await rm(parent, { recursive: true, force: true });
+  });
+
+  /** `next build` imports the app's modules, constructing its store: that must leave nothing behind (#15). */
+  it("creates, checks and claims nothing in the constructor; the first request does, once", async () => {
+    const cwd = process.cwd();
+    process.chdir(parent);
+    try {
+      const sessions = persistSession({ secret: SECRET, store: new FileStore({ dir }), logger: quiet, sweepInterval: 0 });
+      const byDefault = persistSession({ secret: SECRET, logger: quiet, sweepInterval: 0 });
+      running.push(sessions, byDefault);
+      expect(await readdir(parent)).toEqual([]);
+      const app = nodeApp(standard);
+      const server = await listen((req, res) => sessions(req, res, () => app(req, res)));
+      running.push(server);
+      const browser = new Browser(server.url);
+      expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 1 });
+      expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 2 });
+      expect(await readdir(parent)).toEqual(["store"]);
+      expect((await lstat(dir)).mode & 0o777).toBe(0o700);
+      expect(JSON.parse(await readFile(join(dir, ".claim"), "utf8"))).toMatchObject({ pid: process.pid });
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  it("fails every request with a 500 while the directory is refused, logs the reason once, and serves once it is fixed", async () => {
+    await mkdir(dir, { mode: 0o700 });
+    await chmod(dir, 0o777);
+    const logger = capturingLogger();
+    const sessions = persistSession({ secret: SECRET, store: new FileStore({ dir }), logger, sweepInterval: 0 });
+    running.push(sessions);
+    const app = nodeApp(standard);
+    const server = await listen((req, res) => sessions(req, res, () => app(req, res)));
+    running.push(server);
+    const statuses = await Promise.all(Array.from({ length: 5 }, () => new Browser(server.url).request("/inc", { method: "POST" }).then((response) => response.status)));
+    expect(statuses).toEqual([500, 500, 500, 500, 500]);
+    expect(logger.errors).toEqual([
+      `persist-session: the store directory ${dir} is writable by other users (mode 777): they could plant records, a secret or journal entries. ` +
+        `Run \`chmod 700 ${dir}\` (and check what is in it), or give the store a directory of its own. Until then every request that uses state fails (500); this is logged once.`,
+    ]);
+    await expect(sessions.ready()).rejects.toThrow(`persist-session: the store directory ${dir} is writable by other users (mode 777)`);
+    expect(logger.errors).toHaveLength(1);
+    // Fixed while the app runs: the next request starts the store.
+    await chmod(dir, 0o700);
+    expect(await new Browser(server.url).json("/inc", { method: "POST" })).toMatchObject({ count: 1 });
+    await sessions.ready();
   });
 });
 

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { constants, lstatSync, mkdirSync } from "node:fs";
-import { link, lstat, open, rename, rm, unlink } from "node:fs/promises";
+import { constants, lstatSync } from "node:fs";
+import { link, lstat, mkdir, open, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
@@ -10,7 +10,7 @@ import { FileJournal, JOURNAL_DIR, journalKey, replayJournal } from "./file-jour
 import { fileThread, type ScanResult } from "./file-thread.js";
 import { checkOwnDirectory, isCode, readOwnFile, syncFileSystem, syncPath, UnsafeFileError, unsafeFileReason } from "./file-system.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
-import { CorruptRecordError, DEFAULT_QUARANTINE_TTL_SECONDS, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
+import { CorruptRecordError, DEFAULT_QUARANTINE_TTL_SECONDS, StoreStartError, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
@@ -61,22 +61,31 @@ interface Leftovers {
  * file beside it and renaming it over: a crash leaves the old file or the new
  * one, never a torn one (remix-run/remix#4353 truncated in place).
  * One process per directory: records are cached in memory between requests, so the
- * directory is claimed for this process at construction (file-claim.ts), after checking
- * that it is ours (#17): a directory another user prepared is refused at start-up.
+ * directory is claimed for this process (file-claim.ts), after checking that it is ours
+ * (#17): a directory another user prepared is refused. Both happen at the store's first
+ * use ({@link FileStore.ready}), never in the constructor: `next build` imports the app's
+ * modules, constructing the store, and must leave no directory or claim behind (#15).
  * A durable store also keeps a write-ahead journal beside the records (file-journal.ts).
+ *
+ * @example
+ * ```ts
+ * const store = new FileStore({ dir: "/var/lib/my-app/state" });
+ * const sessions = persistSession({ secret: process.env.SESSION_SECRET, store });
+ * await sessions.ready(); // optional: fail at start-up if the directory is not ours or in use
+ * ```
  */
 export class FileStore implements SessionStore {
   readonly dir: string;
   readonly #durable: boolean;
   readonly #quarantineTtlMs: number;
-  /** The directory's device and inode: what the claim is held under. */
-  readonly #claimKey: string;
-  #claimed = false;
-  /** The directory's permission bits: others may read (warned about once a logger is known), never write (refused). */
-  readonly #dirMode: number;
+  /** Said in the messages: the default directory is named as such, so a user who never chose it finds it. */
+  readonly #dirName: string;
+  /** The directory's device and inode while this store holds its claim (two paths to one directory are one claim). */
+  #claimKey: string | undefined;
   #logger: Logger | undefined;
   readonly #startedAt = Date.now();
   readonly #ownTemps = new Set<string>();
+  /** The directory checked, claimed and its journal replayed: the first use's work, done once (see {@link ready}). */
   #ready: Promise<void> | undefined;
   /** Temporary and set-aside files the last sweep's listing found, until removeOrphans() takes them. */
   #leftovers: Leftovers | undefined;
@@ -95,21 +104,8 @@ export class FileStore implements SessionStore {
     this.dir = resolve(dir);
     this.#durable = durable;
     this.#quarantineTtlMs = positive("quarantineTtl", options.quarantineTtl, DEFAULT_QUARANTINE_TTL_SECONDS) * 1000;
-    // Checked and claimed now, synchronously, so that persistSession() fails at start-up rather than a request later.
-    try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    } catch (error) {
-      // Something that is not a directory has the name (a dangling symlink, a file): the check below says what.
-      if (!isCode(error, "EEXIST")) throw error;
-    }
-    const name = options.dir === undefined ? `the default store directory (${DEFAULT_DIR} in ${process.cwd()})` : "the store directory";
-    const stats = checkOwnDirectory(this.dir, name);
-    this.#dirMode = stats.mode & 0o777;
-    this.#claimKey = `${stats.dev}:${stats.ino}`;
-    // What a start would trust from an earlier one: a planted secret or journal refuses the start now, not on a request.
-    checkSecretFile(join(this.dir, SECRET_FILE));
-    checkJournalDirectory(this.dir);
-    this.#claim();
+    // Options only: the file system is first touched by ready(), at the first use.
+    this.#dirName = options.dir === undefined ? `the default store directory (${DEFAULT_DIR} in ${process.cwd()})` : "the store directory";
   }
 
   async get(id: string): Promise<StoredRecord | undefined> {
@@ -330,7 +326,7 @@ export class FileStore implements SessionStore {
   /**
    * Makes everything written so far durable in the record files (a checkpoint), stops the journal's timer and
    * gives up this store's claim on the directory, so a new store (in this process or another) can start on it.
-   * A closed store used again claims the directory again.
+   * A closed store used again checks and claims the directory again. A store never used has nothing to give up.
    */
   async close(): Promise<void> {
     const ready = this.#ready;
@@ -339,15 +335,9 @@ export class FileStore implements SessionStore {
     const journal = this.#journal;
     this.#journal = undefined;
     await journal?.close();
-    if (this.#claimed) {
-      this.#claimed = false;
-      releaseDirectory(this.#claimKey);
-    }
-  }
-
-  #claim(): void {
-    claimDirectory(this.dir, this.#claimKey);
-    this.#claimed = true;
+    const claimKey = this.#claimKey;
+    this.#claimKey = undefined;
+    if (claimKey !== undefined) releaseDirectory(claimKey);
   }
 
   describe(): string {
@@ -375,25 +365,39 @@ export class FileStore implements SessionStore {
    * modules, and a build must leave no store directory behind (issue #15).
    */
   async #sweepable(): Promise<boolean> {
-    try {
-      await stat(this.dir);
-    } catch (error) {
-      if (isCode(error, "ENOENT")) return false;
-      throw error;
+    if (this.#ready === undefined) {
+      try {
+        await lstat(this.dir);
+      } catch (error) {
+        if (isCode(error, "ENOENT")) return false;
+        throw error;
+      }
     }
     await this.#ensureDir();
     return true;
   }
 
+  /**
+   * Makes the store ready for use, once: creates the directory (0700) if need be, checks that it
+   * is ours (not a symlink, owned by this user, not writable by others; `.secret` and `journal/`
+   * likewise), claims it for this process, and replays what a durable run left in the journal.
+   * Every other method does this first, so calling it is optional: it lets a start-up script fail
+   * at once (`sessions.ready()` calls it). It rejects with a {@link StoreStartError} saying what is
+   * wrong and how to fix it; a failed start is tried again at the next use, so every use fails
+   * with that error until the cause is gone (another process stopped, the directory fixed).
+   *
+   * @example
+   * ```ts
+   * await new FileStore({ dir: "/var/lib/my-app/state" }).ready();
+   * ```
+   */
+  ready(): Promise<void> {
+    return this.#ensureDir();
+  }
+
   #ensureDir(): Promise<void> {
     this.#ready ??= (async () => {
-      if (!this.#claimed) this.#claim();
-      if ((this.#dirMode & 0o077) !== 0) {
-        this.#warn(
-          `persist-session: the store directory ${this.dir} is readable by other users (mode ${this.#dirMode.toString(8)}). ` +
-            "Run `chmod 700` on it; session records are private.",
-        );
-      }
+      await this.#checkAndClaim();
       // Segments a durable run left may hold writes its record files lack, whatever this store's mode. Their MACs are
       // keyed by the store's secret, which a durable run made before its first entry: without one there is nothing to trust.
       const logger = () => this.#logger;
@@ -418,9 +422,48 @@ export class FileStore implements SessionStore {
       }
     })().catch((error: unknown) => {
       this.#ready = undefined;
+      // Claimed, then failed (replaying the journal): the next use starts again from the checks.
+      const claimKey = this.#claimKey;
+      this.#claimKey = undefined;
+      if (claimKey !== undefined) releaseDirectory(claimKey);
       throw error;
     });
     return this.#ready;
+  }
+
+  /** The start-up checks and the claim (#17, points 1 and 2); a refusal is a {@link StoreStartError}. */
+  async #checkAndClaim(): Promise<void> {
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    } catch (error) {
+      // Something that is not a directory has the name (a dangling symlink, a file): the check below says what.
+      if (!isCode(error, "EEXIST")) {
+        throw new StoreStartError(
+          `persist-session: cannot create ${this.#dirName} ${this.dir} (${(error as Error).message}). Create it (mode 0700, owned by the user this app runs as), or give the store a directory it can create.`,
+          { cause: error },
+        );
+      }
+    }
+    let claimKey: string;
+    let mode: number;
+    try {
+      const stats = checkOwnDirectory(this.dir, this.#dirName);
+      mode = stats.mode & 0o777;
+      // What a start would trust from an earlier one: a planted secret or journal refuses the start, before any of it is read.
+      checkSecretFile(join(this.dir, SECRET_FILE));
+      checkJournalDirectory(this.dir);
+      claimKey = `${stats.dev}:${stats.ino}`;
+      claimDirectory(this.dir, claimKey);
+    } catch (error) {
+      throw error instanceof Error && error.message.startsWith("persist-session:") ? new StoreStartError(error.message, { cause: error }) : error;
+    }
+    this.#claimKey = claimKey;
+    if ((mode & 0o077) !== 0) {
+      this.#warn(
+        `persist-session: the store directory ${this.dir} is readable by other users (mode ${mode.toString(8)}). ` +
+          "Run `chmod 700` on it; session records are private.",
+      );
+    }
   }
 
   #warn(warning: string): void {

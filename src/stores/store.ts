@@ -63,6 +63,13 @@ export interface SessionStore {
    * for the library to lease, re-read and delete one by one would cost four round trips each.
    */
   removeExpired?(now: number): Promise<number>;
+  /**
+   * Prepares the store for use and resolves once it can serve, or rejects saying why it cannot
+   * (a {@link StoreStartError} for what only a person can fix). A store does this at its first use
+   * by itself; `sessions.ready()` calls it so a start-up script can fail at once. It must not be
+   * done in the constructor: frameworks import the app's modules at build time (`next build`).
+   */
+  ready?(): Promise<void>;
   /** Removes what an interrupted write left behind. */
   removeOrphans?(): Promise<number>;
   /** A secret kept with the data, generated once, for apps that pass none; says whether this call generated it. */
@@ -114,6 +121,16 @@ export interface Lease {
 /** What a store throws from `get` when the stored bytes cannot be a record. */
 export class CorruptRecordError extends Error {
   override readonly name = "CorruptRecordError";
+}
+
+/**
+ * What a store throws when it cannot start: its FileStore directory is not this user's, is open
+ * to others, or is claimed by another live process. The message says what to do. Every use of
+ * the store fails with it (a 500) until the cause is gone; persistSession logs each distinct
+ * one once, not once per request, and `sessions.ready()` rejects with it.
+ */
+export class StoreStartError extends Error {
+  override readonly name = "StoreStartError";
 }
 
 /** What a store throws when its backend cannot be reached; the request gets a 503. */
