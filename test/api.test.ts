@@ -280,6 +280,7 @@ describe("declaring and configuring", () => {
       expect(warnings[0]).not.toContain(secret);
       // A restart reuses it: the cookie still opens the record.
       const cookie = response.headers.getSetCookie()[0]!.split(";")[0]!;
+      await first.close();
       const second = persistSession({ store: new FileStore({ dir }), logger, sweepInterval: 0 });
       open.push(second);
       const again = await handler(second)(new Request("http://localhost/", { headers: { cookie } }));
