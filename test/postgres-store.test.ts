@@ -267,8 +267,8 @@ describe.skipIf(!postgresAvailable)("PostgresStore", () => {
       expect(rows).toHaveLength(1);
       expect(rows[0].id).toMatch(new RegExp(`^quarantine:${ID}:\\d+$`));
       expect(rows[0]).toMatchObject({ version: "3", data: "" });
-      expect(Number(rows[0].expires) - before).toBeGreaterThan(7 * 24 * 60 * MINUTE - MINUTE);
-      expect(Number(rows[0].expires) - before).toBeLessThanOrEqual(7 * 24 * 60 * MINUTE + MINUTE);
+      expect(Number(rows[0].expires) - before).toBeGreaterThan(30 * 24 * 60 * MINUTE - MINUTE);
+      expect(Number(rows[0].expires) - before).toBeLessThanOrEqual(30 * 24 * 60 * MINUTE + MINUTE);
       expect(await store.get(ID)).toBeUndefined();
       // Nothing to set aside is no error.
       await store.quarantine(OTHER_ID, "gone already");

@@ -4,7 +4,7 @@ import { positive } from "../option-checks.js";
 import { ChangeNotices, formatChange, type ChangeSubscription } from "./change-message.js";
 import { withDeadline } from "./deadline.js";
 import { leaseLostError, newLeaseToken, ownLease, RenewedLease, type LeaseBackend } from "./lease.js";
-import { CorruptRecordError, isStoredRecordHeader, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
+import { CorruptRecordError, DEFAULT_QUARANTINE_TTL_SECONDS, isStoredRecordHeader, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
 
 /** The rows a statement returned, as node-postgres (`pg`) gives them. */
 export interface PostgresQueryResultLike {
@@ -95,7 +95,7 @@ export interface PostgresStoreOptions {
   sweepBatch?: number;
   /**
    * Seconds a set-aside (unreadable) record is kept for inspection before the sweep deletes it.
-   * @default 604800 (7 days)
+   * @default 2592000 (30 days, as for the FileStore and RedisStore)
    */
   quarantineTtl?: number;
   /**
@@ -110,7 +110,6 @@ const DEFAULT_TABLE = "persist_session";
 const DEFAULT_LEASE_TIME_MS = 5000;
 const DEFAULT_STATEMENT_TIMEOUT_MS = 2000;
 const DEFAULT_SWEEP_BATCH = 500;
-const DEFAULT_QUARANTINE_TTL_SECONDS = 7 * 24 * 60 * 60;
 /** How often the `LISTEN` connection is checked when no notice arrives: a silent network cut sends no error. */
 const LISTEN_CHECK_MS = 10_000;
 /** How long the `LISTEN` connection's statements may take. */
