@@ -16,7 +16,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { FileStore, persistSession } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
 import { capturingLogger } from "./helpers/robustness.js";
@@ -121,6 +121,21 @@ describe("one process per FileStore directory", () => {
       await killed(holders.pop()!);
       expect((await bump()).status).toBe(200);
       expect(JSON.parse(await readFile(join(dir, ".claim"), "utf8"))).toMatchObject({ pid: process.pid });
+      expect(logger.errors).toHaveLength(1);
+    } finally {
+      await sessions.close();
+    }
+  });
+
+  it("says why before any request: the first sweep meets the refusal and logs it, once", async () => {
+    const holder = await hold();
+    const logger = capturingLogger();
+    // The default sweepInterval: its first sweep runs soon after start, and the directory exists.
+    const sessions = persistSession({ store: new FileStore({ dir }), secret: "s".repeat(40), logger });
+    try {
+      await vi.waitFor(() => expect(logger.errors).toHaveLength(1), { timeout: 20_000, interval: 50 });
+      expect(logger.errors[0]).toMatch(new RegExp(`^persist-session: the store directory ${dir} is in use by another process \\(pid ${holder.child.pid}, `));
+      expect(await sessions.sweep()).toBe(0);
       expect(logger.errors).toHaveLength(1);
     } finally {
       await sessions.close();
