@@ -2,6 +2,7 @@
 import { fork } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import { PerformanceObserver, monitorEventLoopDelay } from "node:perf_hooks";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -128,6 +129,71 @@ export function packageVersions() {
   });
   const own = JSON.parse(readFileSync(join(ROOT_DIR, "package.json"), "utf8")).version;
   return [`persist-session@${own} (this working tree)`, ...versions];
+}
+
+/**
+ * Where the main thread's time went, from the kernel (Linux `/proc/<pid>/task/<pid>/schedstat`):
+ * nanoseconds on a CPU and waiting for one; `undefined` elsewhere.
+ */
+function mainThreadSchedstat() {
+  try {
+    const [onCpu, waiting] = readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, "latin1").split(" ").map(Number);
+    return { onCpu, waiting };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Watches this process's event loop: monitorEventLoopDelay for the distribution, plus a 5 ms
+ * interval that notes each stall over 50 ms with its wall-clock time (to line it up with the
+ * control process), the GC pauses seen around then, and how the main thread spent the stall
+ * (schedstat): on a CPU (running JavaScript, GC, or a system call: the process's own doing),
+ * waiting in the run queue for a CPU (the machine's other work), or neither (blocked, e.g. on
+ * GC helper threads). On two shared cores the first is what the process can be held to.
+ */
+export function watchEventLoop() {
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  const stalls = [];
+  const gcs = [];
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if (entry.duration > 20) gcs.push({ at: performance.timeOrigin + entry.startTime, ms: entry.duration, kind: entry.detail?.kind });
+  });
+  observer.observe({ entryTypes: ["gc"] });
+  let last = performance.now();
+  let lastSched = mainThreadSchedstat();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const sched = mainThreadSchedstat();
+    if (now - last > 50) {
+      const stall = { at: performance.timeOrigin + last, ms: now - last };
+      if (sched !== undefined && lastSched !== undefined) {
+        stall.onCpuMs = (sched.onCpu - lastSched.onCpu) / 1e6;
+        stall.runQueueMs = (sched.waiting - lastSched.waiting) / 1e6;
+      }
+      stalls.push(stall);
+    }
+    last = now;
+    lastSched = sched;
+  }, 5);
+  return {
+    stop() {
+      clearInterval(timer);
+      delay.disable();
+      observer.disconnect();
+      const onCpu = stalls.map((stall) => stall.onCpuMs).filter((ms) => ms !== undefined);
+      return {
+        maxDelayMs: delay.max / 1e6,
+        p99DelayMs: delay.percentile(99) / 1e6,
+        meanDelayMs: delay.mean / 1e6,
+        stalls,
+        gcs,
+        /** The longest time the main thread was on a CPU within one stall over 50 ms (0: no stall). */
+        maxStallOnCpuMs: onCpu.length === 0 ? 0 : Math.max(...onCpu),
+      };
+    },
+  };
 }
 
 const RESULTS_FILE = join(BENCH_DIR, "RESULTS.md");

@@ -4,9 +4,13 @@
 //   GET /read    answers with the counter without changing it
 //   GET /__calls how many times the incrementing handler ran (outside any session);
 //                `?reset` zeroes it. The runner compares it with the counter to count lost updates.
+//   GET /__sweep runs persist-session's sweep now, watching the event loop meanwhile (scale.mjs
+//                measures it under the hot load); GET /__watch?ms=N watches it for N ms alone.
 // The child tells its parent the port over IPC, and stops on "stop" (or when the parent goes).
+// BENCH_SWEEP_INTERVAL sets persist-session's sweepInterval (seconds; its default otherwise).
 import http from "node:http";
 import { mkdirSync } from "node:fs";
+import { watchEventLoop } from "./lib.mjs";
 
 const [variant, dataDir] = process.argv.slice(2);
 const SECRET = process.env.BENCH_SECRET ?? "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz";
@@ -26,6 +30,16 @@ const closers = [];
 function sendText(res, status, text) {
   res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** Answers /__sweep and /__watch (persist-session variants): the event loop's delays over a sweep, or over a while without one. */
+async function serveWatch(req, res, sessions) {
+  const watch = watchEventLoop();
+  const start = performance.now();
+  let removed;
+  if (req.url.startsWith("/__sweep")) removed = await sessions.sweep();
+  else await new Promise((resolve) => setTimeout(resolve, Number(new URL(req.url, "http://x").searchParams.get("ms") ?? 1000)));
+  sendText(res, 200, JSON.stringify({ removed, ms: performance.now() - start, ...watch.stop() }));
 }
 
 /** Answers /__calls; true when it did. */
@@ -74,7 +88,8 @@ async function persistSessions(storeKind) {
     const { RedisStore } = await importLibrary("redis");
     store = new RedisStore({ client: await redisClient(), prefix: REDIS_PREFIX });
   }
-  const sessions = persistSession({ secret: SECRET, store, logger: quietLogger() });
+  const sweepInterval = process.env.BENCH_SWEEP_INTERVAL === undefined ? undefined : Number(process.env.BENCH_SWEEP_INTERVAL);
+  const sessions = persistSession({ secret: SECRET, store, logger: quietLogger(), sweepInterval });
   closers.push(() => sessions.close());
   const increment = (req, res) => {
     const s = new State();
@@ -165,6 +180,7 @@ async function createHandler() {
       const handler = route(increment, read);
       return (req, res) => {
         if (serveCalls(req, res)) return;
+        if (req.url.startsWith("/__sweep") || req.url.startsWith("/__watch")) return void serveWatch(req, res, sessions);
         sessions(req, res, () => handler(req, res));
       };
     }

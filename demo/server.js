@@ -66,7 +66,7 @@ try {
   // Without SESSION_SECRET the store generates one in <dir>/.secret (persist-session logs a
   // warning on the first request). The sign-in cookie's key is derived from the same secret;
   // it is read here, before any request, so the two never race to create the file.
-  const secret = process.env.SESSION_SECRET || (await store.secret());
+  const secret = process.env.SESSION_SECRET || (await store.secret()).secret;
   sessions = persistSession({
     store,
     secret: process.env.SESSION_SECRET || undefined,
@@ -76,6 +76,9 @@ try {
     anonymous: "browser",
   });
   login = createLogin(secret);
+  // The store claims its directory at its first use; ready() does that now, so a directory that is
+  // not ours, or one another process serves, stops the demo here instead of failing each request.
+  await sessions.ready();
 } catch (error) {
   console.error(`demo: ${error.message}`);
   process.exit(1);

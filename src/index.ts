@@ -21,4 +21,4 @@ export type { Logger } from "./logger.js";
 // Stores
 export { FileStore, type FileStoreOptions } from "./stores/file.js";
 export { MemoryStore } from "./stores/memory.js";
-export { CorruptRecordError, StoreUnavailableError, type SessionStore, type StoredRecord } from "./stores/store.js";
+export { CorruptRecordError, StoreUnavailableError, type SessionStore, type StoredRecord, type StoreSecret } from "./stores/store.js";

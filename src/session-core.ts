@@ -8,7 +8,7 @@ import { registrationOf, userScopedKeys } from "./registry.js";
 import { ClientGoneError, RequestState, type RecordTarget, type RequestHost } from "./request-state.js";
 import { CookieWriter, type CookieOptions } from "./set-cookie.js";
 import { FileStore } from "./stores/file.js";
-import { CorruptRecordError } from "./stores/store.js";
+import { CorruptRecordError, StoreStartError } from "./stores/store.js";
 import { nonNegative, positive } from "./option-checks.js";
 import { storedVersion } from "./versioning.js";
 import { checkUserId, userRecordId } from "./user-scope.js";
@@ -150,6 +150,8 @@ export class SessionCore implements RequestHost {
   #firstSweep: NodeJS.Timeout | undefined;
   #closed = false;
   #duplicateWarnedAt = Number.NEGATIVE_INFINITY;
+  /** Messages of the store's failed starts logged so far: each once, not once per request that meets it. */
+  readonly #startFailures = new Set<string>();
 
   constructor(options: PersistSessionOptions) {
     if (typeof options !== "object" || options === null) {
@@ -471,12 +473,34 @@ export class SessionCore implements RequestHost {
     }
   }
 
+  /**
+   * Starts the store now instead of at the first request (a FileStore checks and claims its
+   * directory) and, when no `secret` was given, reads or generates the store's: rejects with
+   * what stops it, for a start-up script that wants to fail at once.
+   */
+  async ready(): Promise<void> {
+    if (this.#closed) throw new Error("persist-session: this persistSession() was closed. Create a new one to serve requests.");
+    await this.store.ready?.();
+    await (this.#signer ??= this.#createSigner());
+  }
+
+  /**
+   * Logs a store that could not start, once per distinct reason: it fails every request until
+   * someone fixes it, and a line per request would bury the one that says how.
+   */
+  reportStartFailure(error: StoreStartError): void {
+    if (this.#startFailures.has(error.message)) return;
+    this.#startFailures.add(error.message);
+    this.logger.error(`${error.message} Until then every request that uses state fails (500); this is logged once.`, error);
+  }
+
   /** Runs a sweep now; resolves with how many files or records it removed. */
   async sweep(): Promise<number> {
     try {
       return await this.records.sweep();
     } catch (error) {
-      this.logger.error("persist-session: the sweep failed; it will run again.", error);
+      if (error instanceof StoreStartError) this.reportStartFailure(error);
+      else this.logger.error("persist-session: the sweep failed; it will run again.", error);
       return 0;
     }
   }
@@ -499,9 +523,10 @@ export class SessionCore implements RequestHost {
     }
     const where = this.store.describe?.() ?? "the store";
     const pending = this.store.secret().then(
-      (generated) => {
-        this.logger.warn(`persist-session: no secret given; using a generated one kept in ${where}. Pass \`secret\` (32+ characters) in production.`);
-        this.#signer = new CookieSigner([generated]);
+      ({ secret: kept, created }) => {
+        const which = created ? `generated one and kept it in ${where}` : `using the secret already kept in ${where} (this start did not generate it)`;
+        this.logger.warn(`persist-session: no secret given; ${which}. Pass \`secret\` (32+ characters) in production.`);
+        this.#signer = new CookieSigner([kept]);
         return this.#signer;
       },
       (error: unknown) => {

@@ -97,6 +97,20 @@ export interface Sessions {
   /** Deletes expired records and orphaned temporary files now; resolves with how many it removed. Runs on a timer too. */
   sweep(): Promise<number>;
   /**
+   * Starts the store now rather than at the first request that uses state, and rejects with what
+   * stops it. A FileStore creates, checks and claims its directory at its first use (never when
+   * it is constructed, so `next build` leaves nothing behind); without `ready()` a directory that
+   * is not this user's, or that another process holds, fails each request with a 500 and is
+   * logged once. Optional: call it in a start-up script that should exit instead.
+   * @example
+   * ```ts
+   * const sessions = persistSession({ secret: process.env.SESSION_SECRET });
+   * await sessions.ready(); // throws "persist-session: the store directory … is in use by another process (pid 4242, …)"
+   * app.use(sessions);
+   * ```
+   */
+  ready(): Promise<void>;
+  /**
    * Waits for every pending write, stops the sweep timer and closes the store.
    * Several `persistSession()` calls on one FileStore directory share one
    * engine (see {@link persistSession}): it closes with the last of them.
@@ -142,6 +156,7 @@ function createSessions(options: PersistSessionOptions): Sessions {
     events: (req: IncomingMessage, res: ServerResponse) => serveNodeEvents(core, req, res),
     fetchEvents: (request: Request) => serveFetchEvents(core, request),
     sweep: () => core.sweep(),
+    ready: () => core.ready(),
     exportUser: (userId: string) => core.exportUser(userId),
     deleteUser: (userId: string) => core.deleteUser(userId),
     close: () => core.close(),
@@ -163,6 +178,7 @@ function handleOf(engine: Sessions, release: () => boolean): Sessions {
     events: (req: IncomingMessage, res: ServerResponse) => engine.events(req, res),
     fetchEvents: (request: Request) => engine.fetchEvents(request),
     sweep: () => engine.sweep(),
+    ready: () => engine.ready(),
     exportUser: (userId: string) => engine.exportUser(userId),
     deleteUser: (userId: string) => engine.deleteUser(userId),
     close: () => (closing ??= release() ? engine.close() : Promise.resolve()),

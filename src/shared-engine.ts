@@ -11,9 +11,11 @@ import type { SessionStore } from "./stores/store.js";
  * caches, and concurrent changes are lost (issue #15: 20 concurrent increments
  * ended at +10). So the first engine of a location is kept on `globalThis`
  * under a `Symbol.for` key, like the registry and the request context, and a
- * `persistSession()` of that location from another copy is served by it.
- * A second call from the same copy still gets an engine of its own, as it
- * always has (tests stand a restart in for that way); only copies share.
+ * `persistSession()` of that location is served by it, from another copy or
+ * from the same one (#17: two engines of one copy on one directory lost
+ * updates just the same; a module evaluated again, as a dev server's reload
+ * does, is that case). A restart on the directory closes the first
+ * `persistSession()` before it makes the next.
  */
 interface SharedEngine {
   /** What the first `persistSession()` of the location built (its copy's code, so its errors are its own classes). */
@@ -51,9 +53,10 @@ export function storeLocation(store: SessionStore): string | undefined {
 }
 
 /**
- * The engine serving `location`: the one another copy of this package built
- * (its options must be the same, or this throws: which would hold is a
- * guess), else a new one from `create`. Returns it with the function that
+ * The engine serving `location`: the one an earlier `persistSession()` of
+ * this process built, from whichever copy of this package (its options must
+ * be the same, or this throws: which would hold is a guess), else a new one
+ * from `create`. Returns it with the function that
  * gives this holder back; that function says whether it was the last, so
  * that the caller closes the engine.
  *
@@ -65,7 +68,6 @@ export function storeLocation(store: SessionStore): string | undefined {
 export function shareEngine<T extends object>(location: string, options: PersistSessionOptions, create: () => T): { engine: T; release: () => boolean } {
   const wanted = fingerprint(options);
   let shared = engines.get(location);
-  if (shared !== undefined && shared.copy === thisCopy) return { engine: create(), release: () => true };
   if (shared === undefined) {
     shared = { engine: create(), copy: thisCopy, options: wanted, holders: 0 };
     engines.set(location, shared);
@@ -74,7 +76,7 @@ export function shareEngine<T extends object>(location: string, options: Persist
     const differing = [...new Set([...served.keys(), ...wanted.keys()])].find((name) => wanted.get(name) !== served.get(name));
     if (differing !== undefined) {
       throw new TypeError(
-        `persist-session: the store ${location.slice("dir:".length)} is served already by a persistSession() of another copy of persist-session in this process, with another option ${differing}. ` +
+        `persist-session: the store ${location.slice("dir:".length)} is served already by another persistSession() in this process${shared.copy === thisCopy ? "" : " (of another copy of persist-session)"}, with another option ${differing}. ` +
           "One engine serves a store directory per process (Next.js loads your module once per module graph): give every call the same options, " +
           "or create it in one module. In development, restart the server after changing them.",
       );

@@ -280,6 +280,7 @@ describe("declaring and configuring", () => {
       expect(warnings[0]).not.toContain(secret);
       // A restart reuses it: the cookie still opens the record.
       const cookie = response.headers.getSetCookie()[0]!.split(";")[0]!;
+      await first.close();
       const second = persistSession({ store: new FileStore({ dir }), logger, sweepInterval: 0 });
       open.push(second);
       const again = await handler(second)(new Request("http://localhost/", { headers: { cookie } }));
@@ -294,7 +295,9 @@ describe("FileStore's generated secret", () => {
   it("gives every one of many concurrent first callers, in separate store instances, the same whole secret", async () => {
     const dir = await mkdtemp(join(tmpdir(), "persist-session-secret-"));
     try {
-      const secrets = await Promise.all(Array.from({ length: 20 }, () => new FileStore({ dir }).secret()));
+      const stores = Array.from({ length: 20 }, () => new FileStore({ dir }));
+      const secrets = (await Promise.all(stores.map((store) => store.secret()))).map(({ secret }) => secret);
+      await Promise.all(stores.map((store) => store.close()));
       expect(new Set(secrets).size).toBe(1);
       expect(secrets[0]!.length).toBeGreaterThanOrEqual(32);
       expect((await readFile(join(dir, ".secret"), "utf8")).trim()).toBe(secrets[0]);

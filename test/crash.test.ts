@@ -90,14 +90,19 @@ async function assertRecordsReadable(dir: string): Promise<string[]> {
   const names = await readdir(dir);
   expect(names.filter((name) => name.includes(".corrupt-")), "quarantined records").toEqual([]);
   const store = new FileStore({ dir });
-  const empty = new Set(await emptyRecords(dir));
-  for (const id of names.filter((name) => UUID.test(name) && !empty.has(name))) {
-    const record = await store.get(id);
-    expect(record, id).toBeDefined();
-    expect(record!.key).toBe("crash-counter");
-    const data = parseDevalue(record!.data) as { count: unknown; pad: unknown };
-    expect(typeof data.count, id).toBe("number");
-    expect(typeof data.pad, id).toBe("string");
+  try {
+    const empty = new Set(await emptyRecords(dir));
+    for (const id of names.filter((name) => UUID.test(name) && !empty.has(name))) {
+      const record = await store.get(id);
+      expect(record, id).toBeDefined();
+      expect(record!.key).toBe("crash-counter");
+      const data = parseDevalue(record!.data) as { count: unknown; pad: unknown };
+      expect(typeof data.count, id).toBe("number");
+      expect(typeof data.pad, id).toBe("string");
+    }
+  } finally {
+    // Its claim on the directory goes, so the next server process can start on it.
+    await store.close();
   }
   return names;
 }

@@ -50,10 +50,11 @@ describe("FileStore durable: the write-ahead journal", () => {
     return store;
   }
 
-  /** The disk after a power cut: `files` as the last checkpoint left them, and the journal as it is now. */
+  /** The disk after a power cut: `files` as the last checkpoint left them, the store's secret (fsynced when made), and the journal as it is now. */
   async function powerCut(files: ReadonlyMap<string, Buffer>): Promise<void> {
     for (const [name, bytes] of files) await writeFile(join(crashed, name), bytes, { mode: 0o600 });
-    await mkdir(join(crashed, "journal"), { recursive: true });
+    await copyFile(join(dir, ".secret"), join(crashed, ".secret"));
+    await mkdir(join(crashed, "journal"), { recursive: true, mode: 0o700 });
     for (const name of await segments(dir)) await copyFile(join(dir, "journal", name), join(crashed, "journal", name));
   }
 
@@ -131,18 +132,20 @@ describe("FileStore durable: the write-ahead journal", () => {
     const restarted = open(crashed);
     expect(await countOf(restarted, A)).toBe(1);
     expect(await countOf(restarted, B)).toBeUndefined();
-    expect(logger.warnings).toEqual([expect.stringMatching(new RegExp(`^persist-session: journal segment ${segment} ends in \\d+ bytes of an entry a crash cut short`))]);
+    expect(logger.warnings).toEqual([expect.stringMatching(new RegExp(`^persist-session: journal segment ${segment} ends in \\d+ bytes that are not an entry written with this store's key: a write a crash cut short`))]);
   });
 
-  it("refuses entries with a wrong checksum or an id that is not a UUIDv4, so no path leaves the store", async () => {
+  it("refuses entries with a wrong MAC or an id that is not a UUIDv4, so no path leaves the store", async () => {
     const escape = join(crashed, "..", `escaped-${process.pid}`);
-    await mkdir(join(crashed, "journal"));
+    await writeFile(join(crashed, ".secret"), `${"s".repeat(64)}\n`, { mode: 0o600 });
+    await mkdir(join(crashed, "journal"), { mode: 0o700 });
     await writeFile(
       join(crashed, "journal", "journal-1.log"),
-      // A record id that walks out of the directory, then a real id with a checksum that does not match.
-      `../escaped-${process.pid} 5 AAAAAAAAAAAAAAAA\nhello${A} 5 AAAAAAAAAAAAAAAA\nhello`,
+      // A record id that walks out of the directory, then a real id with a MAC that does not match.
+      `../escaped-${process.pid} 5 AAAAAAAAAAAAAAAAAAAAAA\nhello${A} 5 AAAAAAAAAAAAAAAAAAAAAA\nhello`,
+      { mode: 0o600 },
     );
-    await writeFile(join(crashed, "journal", "journal-2.log"), `${B} 5 AAAAAAAAAAAAAAAA\nhello`);
+    await writeFile(join(crashed, "journal", "journal-2.log"), `${B} 5 AAAAAAAAAAAAAAAAAAAAAA\nhello`, { mode: 0o600 });
 
     const restarted = open(crashed);
     expect(await countOf(restarted, A)).toBeUndefined();

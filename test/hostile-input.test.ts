@@ -396,6 +396,14 @@ describe("arbitrary state values through save and restore", () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "persist-session-values-"));
     logger = capturingLogger();
+    openWriter();
+  });
+  afterAll(async () => {
+    await writer.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function openWriter(): void {
     writer = persistSession({ secret: SECRET, store: new FileStore({ dir }), logger, sweepInterval: 0 });
     write = writer.fetch(async (request: Request) => {
       const state = new standard.AppState();
@@ -410,14 +418,14 @@ describe("arbitrary state values through save and restore", () => {
       }
       return new Response("assigned");
     });
-  });
-  afterAll(async () => {
-    await writer.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  }
 
-  /** Reads `prefs.value` back through a new persistSession on the same directory: nothing cached. */
+  /**
+   * Reads `prefs.value` back through a new persistSession on the same directory: nothing cached.
+   * The writer is closed meanwhile, as for a restart: a second one on the directory would share its engine (#17).
+   */
   async function readBack(cookie: string): Promise<{ has: boolean; value: unknown }> {
+    await writer.close();
     const reader = persistSession({ secret: SECRET, store: new FileStore({ dir }), logger, sweepInterval: 0 });
     let result = { has: false, value: undefined as unknown };
     try {
@@ -429,6 +437,7 @@ describe("arbitrary state values through save and restore", () => {
       expect(response.status).toBe(200);
     } finally {
       await reader.close();
+      openWriter();
     }
     return result;
   }

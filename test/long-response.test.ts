@@ -214,6 +214,8 @@ describe.each(["node:http · writeHead", "node:http · flushHeaders", "fetch · 
 
       // None of the late changes landed, in memory or in the store.
       expect(await browser.json("/state")).toEqual({ count: 4, todos: [] });
+      // A restart reads the store: the running app is stopped first (one engine per directory, #17).
+      await stopAll(running);
       const restarted = new Browser((await start()).url);
       for (const [name, value] of browser.cookies) restarted.cookies.set(name, value);
       expect(await restarted.json("/state")).toEqual({ count: 4, todos: [] });

@@ -121,7 +121,7 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
     await expect(store.get(ID)).rejects.toBeInstanceOf(CorruptRecordError);
   });
 
-  it("quarantines by renaming the key aside with a 7-day expiry", async () => {
+  it("quarantines by renaming the key aside with a 30-day expiry, like the FileStore's quarantined files", async () => {
     await client.set(`${prefix}${ID}`, "garbage");
     await store.quarantine(ID, "unreadable");
     const keys = await redisKeys(client, prefix);
@@ -129,8 +129,8 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
     expect(keys[0]).toMatch(new RegExp(`^${prefix}quarantine:${ID}:\\d+$`));
     expect(await client.get(keys[0]!)).toBe("garbage");
     const ttl = await client.pTTL(keys[0]!);
-    expect(ttl).toBeGreaterThan(7 * 24 * 60 * MINUTE - MINUTE);
-    expect(ttl).toBeLessThanOrEqual(7 * 24 * 60 * MINUTE);
+    expect(ttl).toBeGreaterThan(30 * 24 * 60 * MINUTE - MINUTE);
+    expect(ttl).toBeLessThanOrEqual(30 * 24 * 60 * MINUTE);
     // Nothing to set aside is no error.
     await store.quarantine(ID, "gone already");
   });
@@ -143,8 +143,10 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
 
   it("gives every process the secret the first one generated", async () => {
     const first = await store.secret();
-    expect(first.length).toBeGreaterThanOrEqual(32);
-    expect(await open().secret()).toBe(first);
+    expect(first.secret.length).toBeGreaterThanOrEqual(32);
+    expect(first.created).toBe(true);
+    // The others find it there, and say so.
+    expect(await open().secret()).toEqual({ secret: first.secret, created: false });
   });
 
   it("fails at once with StoreUnavailableError when the client is not connected", async () => {

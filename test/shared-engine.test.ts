@@ -96,16 +96,65 @@ describe("two copies of the package in one process", () => {
 
   it("refuses a second copy's persistSession() on the directory with other options, naming the option", () => {
     start(a);
-    expect(() => start(b, { ttl: 60 })).toThrow(/persist-session: the store .* is served already by a persistSession\(\) of another copy .* with another option ttl\./);
+    expect(() => start(b, { ttl: 60 })).toThrow(/persist-session: the store .* is served already by another persistSession\(\) in this process \(of another copy of persist-session\), with another option ttl\./);
     expect(() => start(b, { secret: "another-secret-0123456789-abcdefghijkl" })).toThrow(/with another option secret\./);
   });
 
-  it("keep apart what one copy opens twice (a restart stands in that way) and what is not on a directory", () => {
-    const first = start(a);
-    const again = start(a);
-    expect((again as unknown as Record<symbol, unknown>)[kCore]).not.toBe((first as unknown as Record<symbol, unknown>)[kCore]);
+  it("keep apart what is not on a directory", () => {
     const memory = [a.persistSession({ secret: SECRET, store: new a.MemoryStore(), sweepInterval: 0 }), b.persistSession({ secret: SECRET, store: new b.MemoryStore(), sweepInterval: 0 })];
     open.push(...memory);
     expect((memory[0] as unknown as Record<symbol, unknown>)[kCore]).not.toBe((memory[1] as unknown as Record<symbol, unknown>)[kCore]);
+  });
+});
+
+// #17, point 2: the same copy opening one directory twice (two modules of an app, or one module
+// evaluated again by a dev server's reload) had two engines, and lost updates like two copies did.
+describe("two persistSession() calls of one copy on one directory", () => {
+  const counter = (api: Api, key: string) =>
+    api.persist(key)(
+      class Counter {
+        count = 0;
+      },
+    );
+
+  it("share one engine: 20 concurrent increments through both end at +20", async () => {
+    const Counter = counter(a, "same-copy-counter");
+    const handlers = [start(a), start(a)].map((sessions) =>
+      sessions.fetch(async (request) => {
+        const state = new Counter();
+        if (request.method === "POST") {
+          const seen = state.count;
+          await new Promise((resolve) => setImmediate(resolve)); // the other call's requests run meanwhile
+          state.count = seen + 1;
+        }
+        return new Response(String(state.count));
+      }),
+    );
+    const post = (i: number, cookie?: string) => handlers[i % 2]!(new Request("http://localhost/", { method: "POST", headers: cookie === undefined ? {} : { cookie } }));
+    const cookie = (await post(0)).headers.getSetCookie()[0]!.split(";")[0]!;
+    const counts = await Promise.all(Array.from({ length: 20 }, (_, i) => post(i, cookie).then((response) => response.text())));
+    expect(counts.map(Number).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
+    for (const handler of handlers) expect(await (await handler(new Request("http://localhost/", { headers: { cookie } }))).text()).toBe("21");
+  });
+
+  it("close the engine with the last of them, and a restart after that gets a new one that reads the directory", async () => {
+    const Counter = counter(a, "same-copy-restart");
+    const first = start(a);
+    const second = start(a);
+    expect((second as unknown as Record<symbol, unknown>)[kCore]).toBe((first as unknown as Record<symbol, unknown>)[kCore]);
+    const bump = (sessions: ReturnType<typeof start>, cookie?: string) =>
+      sessions.fetch(async () => new Response(String(++new Counter().count)))(new Request("http://localhost/", { headers: cookie === undefined ? {} : { cookie } }));
+    const cookie = (await bump(first)).headers.getSetCookie()[0]!.split(";")[0]!;
+    await first.close();
+    expect(await (await bump(second, cookie)).text()).toBe("2");
+    await second.close();
+    const restarted = start(a);
+    expect((restarted as unknown as Record<symbol, unknown>)[kCore]).not.toBe((first as unknown as Record<symbol, unknown>)[kCore]);
+    expect(await (await bump(restarted, cookie)).text()).toBe("3");
+  });
+
+  it("refuses the second with other options, naming the directory and the option", () => {
+    start(a);
+    expect(() => start(a, { ttl: 60 })).toThrow(`persist-session: the store ${dir} is served already by another persistSession() in this process, with another option ttl. `);
   });
 });

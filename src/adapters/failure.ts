@@ -1,7 +1,7 @@
 import { LockTimeoutError } from "../records.js";
 import { ClientGoneError } from "../request-state.js";
 import type { SessionCore } from "../session-core.js";
-import { LeaseLostError, StoreUnavailableError } from "../stores/store.js";
+import { LeaseLostError, StoreStartError, StoreUnavailableError } from "../stores/store.js";
 
 /** What a failed request is answered with, whichever adapter serves it. */
 export interface FailureAnswer {
@@ -16,6 +16,8 @@ export function failureStatus(error: unknown): 500 | 503 {
 }
 
 export function logFailure(core: SessionCore, error: unknown): void {
+  // A store that cannot start fails every request the same way: its reason is logged once.
+  if (error instanceof StoreStartError) return core.reportStartFailure(error);
   const text = error instanceof Error ? error.message : String(error);
   const message = text.startsWith("persist-session:") ? text : `persist-session: the request failed: ${text}`;
   // A refused late write (LeaseLostError) is one process's problem, worth its own line; an unreachable store is one outage.

@@ -1,10 +1,10 @@
-import { createHash } from "node:crypto";
+import { createHmac } from "node:crypto";
 import { constants } from "node:fs";
-import { mkdir, open, readdir, readFile, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { isUuidV4 } from "../cookie-signing.js";
 import type { Logger } from "../logger.js";
-import { isCode, syncFileSystem, syncPath, unlinkIfPresent } from "./file-system.js";
+import { checkOwnDirectory, isCode, readOwnFile, syncFileSystem, syncPath, UnsafeFileError, unlinkIfPresent } from "./file-system.js";
 
 /**
  * The write-ahead journal of a durable FileStore: how a write survives a
@@ -19,9 +19,16 @@ import { isCode, syncFileSystem, syncPath, unlinkIfPresent } from "./file-system
  * are replayed in order: each record's last entry wins.
  *
  * Segments live in `<store dir>/journal/`, so that finding them never lists the
- * records. A segment is `<id> <bytes> <checksum>\n<record text>` per write and
- * `<id> - <checksum>\n` per deletion. A crash can cut the last entry short; its
- * checksum then fails and replay stops there. That entry was never acknowledged.
+ * records. A segment is `<id> <bytes> <mac>\n<record text>` per write and
+ * `<id> - <mac>\n` per deletion. A crash can cut the last entry short; its
+ * MAC then fails and replay stops there. That entry was never acknowledged.
+ *
+ * The MAC is an HMAC-SHA256 keyed by {@link journalKey}, so a journal entry can
+ * change a record only if a holder of the store's secret wrote it: a segment
+ * planted in the directory (#17) is ignored with a warning, not replayed. The
+ * key comes from the store's own secret (its `.secret` file), also when the app
+ * passes `secret` to persistSession(): the store never sees the app's secrets,
+ * and a journal must replay after a restart whose app secrets were rotated.
  */
 
 /** How long a segment collects entries before its checkpoint: this bounds what a restart replays. */
@@ -29,8 +36,9 @@ const CHECKPOINT_MS = 2_000;
 /** A segment this large is checkpointed at once, whatever its age. */
 const SEGMENT_BYTES = 16 * 1024 * 1024;
 const SEGMENT_NAME = /^journal-(\d{1,15})\.log$/;
-const JOURNAL_DIR = "journal";
-/** An entry's header line is a UUID, a length and a checksum: far shorter than this. */
+/** The journal's directory inside the store directory. */
+export const JOURNAL_DIR = "journal";
+/** An entry's header line is a UUID, a length and a MAC: far shorter than this. */
 const MAX_HEADER_BYTES = 128;
 
 /** Writes each record's last replayed state to its file (its bytes; `undefined`: deleted); no fsync needed. */
@@ -52,6 +60,11 @@ interface Pending {
   readonly reject: (error: unknown) => void;
 }
 
+/** The key of a store's journal MACs, derived from the store's secret so it is never the secret itself. */
+export function journalKey(storeSecret: string): Buffer {
+  return createHmac("sha256", storeSecret).update("persist-session journal v1").digest();
+}
+
 export class FileJournal {
   #nextSeq: number;
   readonly #journalDir: string;
@@ -64,11 +77,12 @@ export class FileJournal {
   /** Segments whose checkpoint failed: the next one that succeeds covers them too. */
   readonly #uncheckpointed: string[] = [];
 
-  /** `firstSeq` follows the last segment {@link replayJournal} found. Needs syncfs: see {@link syncFileSystem}. */
+  /** `firstSeq` follows the last segment {@link replayJournal} found; `key` is {@link journalKey}'s. Needs syncfs: see {@link syncFileSystem}. */
   constructor(
     readonly dir: string,
     firstSeq: number,
     readonly logger: () => Logger | undefined,
+    readonly key: Buffer,
   ) {
     this.#nextSeq = firstSeq;
     this.#journalDir = join(dir, JOURNAL_DIR);
@@ -83,7 +97,7 @@ export class FileJournal {
    */
   append(id: string, bytes: Buffer | undefined, applied: Promise<unknown>): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ entry: encodeEntry(id, bytes), applied, resolve, reject });
+      this.#queue.push({ entry: encodeEntry(this.key, id, bytes), applied, resolve, reject });
       this.#flushing ??= this.#flush();
     });
   }
@@ -123,6 +137,7 @@ export class FileJournal {
   async #openSegment(): Promise<Segment> {
     if (!this.#journalDirMade) {
       await mkdir(this.#journalDir, { recursive: true, mode: 0o700 });
+      checkOwnDirectory(this.#journalDir, "the journal directory");
       // Its name in the store directory must survive a power cut too.
       await syncPath(this.dir);
       this.#journalDirMade = true;
@@ -178,44 +193,66 @@ export class FileJournal {
 }
 
 /**
- * Replays the segments a previous process left in the journal of store directory `dir` (each record's last entry),
- * makes the result durable, removes them, and returns the last sequence number (0 for none).
+ * Replays the segments a previous process left in the journal of store directory `dir` (each record's last entry
+ * whose MAC holds under {@link journalKey}'s key, which `key` gives: `undefined` when the store has no secret, so
+ * no entry can be trusted), makes the result durable, removes them, and returns the last sequence number (0 for none).
+ * `key` is asked only when there are segments. A segment that is not a regular file of ours (a symlink, a FIFO,
+ * another user's) is left unread, with a warning.
  */
-export async function replayJournal(dir: string, apply: ApplyChanges, logger: () => Logger | undefined): Promise<number> {
+export async function replayJournal(dir: string, apply: ApplyChanges, logger: () => Logger | undefined, key: () => Promise<Buffer | undefined>): Promise<number> {
   const journalDir = join(dir, JOURNAL_DIR);
-  let names: string[];
   try {
-    names = await readdir(journalDir);
+    // Before listing it: a symlink here would have us replay someone else's directory.
+    checkOwnDirectory(journalDir, "the journal directory");
   } catch (error) {
     if (isCode(error, "ENOENT")) return 0;
     throw error;
   }
+  const names = await readdir(journalDir);
   const segments = names
     .map((name) => ({ name, seq: Number(SEGMENT_NAME.exec(name)?.[1]) }))
     .filter(({ seq }) => Number.isSafeInteger(seq))
     .sort((a, b) => a.seq - b.seq);
   if (segments.length === 0) return 0;
+  const macKey = await key();
   const latest = new Map<string, Buffer | undefined>();
+  const replayed: string[] = [];
   for (const { name } of segments) {
-    const buffer = await readFile(join(journalDir, name));
-    const end = decodeEntries(buffer, (id, bytes) => latest.set(id, bytes));
+    let buffer: Buffer | undefined;
+    try {
+      buffer = await readOwnFile(join(journalDir, name));
+    } catch (error) {
+      if (!(error instanceof UnsafeFileError)) throw error;
+      logger()?.warn(`persist-session: journal segment ${error.path} is ${error.reason}, so this store did not write it; it was not read or replayed. Remove it.`);
+      continue;
+    }
+    if (buffer === undefined) continue;
+    replayed.push(name);
+    if (macKey === undefined) {
+      logger()?.warn(`persist-session: journal segment ${name} cannot be checked (the store has no .secret, which every durable store writes before its journal), so it was not replayed.`);
+      continue;
+    }
+    const end = decodeEntries(macKey, buffer, (id, bytes) => latest.set(id, bytes));
     if (end < buffer.length) {
-      logger()?.warn(`persist-session: journal segment ${name} ends in ${buffer.length - end} bytes of an entry a crash cut short; that write was never acknowledged.`);
+      logger()?.warn(
+        `persist-session: journal segment ${name} ends in ${buffer.length - end} bytes that are not an entry written with this store's key: ` +
+          "a write a crash cut short (never acknowledged), or bytes someone else put there. They were not replayed.",
+      );
     }
   }
   await apply(latest);
   await syncFileSystem(dir).catch(() => syncEach(dir, [...latest.keys()]));
-  for (const { name } of segments) await unlinkIfPresent(join(journalDir, name));
+  for (const name of replayed) await unlinkIfPresent(join(journalDir, name));
   return segments.at(-1)!.seq;
 }
 
-function encodeEntry(id: string, payload: Buffer | undefined): Buffer {
-  if (payload === undefined) return Buffer.from(`${id} - ${checksum(id, "-")}\n`);
-  return Buffer.concat([Buffer.from(`${id} ${payload.length} ${checksum(id, String(payload.length), payload)}\n`), payload]);
+function encodeEntry(key: Buffer, id: string, payload: Buffer | undefined): Buffer {
+  if (payload === undefined) return Buffer.from(`${id} - ${mac(key, id, "-")}\n`);
+  return Buffer.concat([Buffer.from(`${id} ${payload.length} ${mac(key, id, String(payload.length), payload)}\n`), payload]);
 }
 
-/** Calls `entry` for each whole entry in order; returns where the entries end (the first torn one, or the end). */
-function decodeEntries(buffer: Buffer, entry: (id: string, payload: Buffer | undefined) => void): number {
+/** Calls `entry` for each whole entry in order whose MAC holds; returns where they end (the first torn or foreign one, or the end). */
+function decodeEntries(key: Buffer, buffer: Buffer, entry: (id: string, payload: Buffer | undefined) => void): number {
   let offset = 0;
   while (offset < buffer.length) {
     const newline = buffer.indexOf(0x0a, offset);
@@ -223,7 +260,7 @@ function decodeEntries(buffer: Buffer, entry: (id: string, payload: Buffer | und
     const [id, length, sum, extra] = buffer.toString("latin1", offset, newline).split(" ");
     if (id === undefined || !isUuidV4(id) || sum === undefined || extra !== undefined) return offset;
     if (length === "-") {
-      if (sum !== checksum(id, "-")) return offset;
+      if (sum !== mac(key, id, "-")) return offset;
       entry(id, undefined);
       offset = newline + 1;
       continue;
@@ -232,17 +269,18 @@ function decodeEntries(buffer: Buffer, entry: (id: string, payload: Buffer | und
     const end = newline + 1 + Number(length);
     if (end > buffer.length) return offset;
     const payload = buffer.subarray(newline + 1, end);
-    if (sum !== checksum(id, length, payload)) return offset;
+    if (sum !== mac(key, id, length, payload)) return offset;
     entry(id, payload);
     offset = end;
   }
   return offset;
 }
 
-function checksum(id: string, length: string, payload?: Buffer): string {
-  const hash = createHash("sha256").update(`${id} ${length}\n`);
-  if (payload !== undefined) hash.update(payload);
-  return hash.digest("base64url").slice(0, 16);
+/** 128 bits of HMAC-SHA256 over the entry's header fields and payload: enough that no one without the key forges one. */
+function mac(key: Buffer, id: string, length: string, payload?: Buffer): string {
+  const hmac = createHmac("sha256", key).update(`${id} ${length}\n`);
+  if (payload !== undefined) hmac.update(payload);
+  return hmac.digest("base64url").slice(0, 22);
 }
 
 /** Without syncfs: each replayed record file, then the directory. */

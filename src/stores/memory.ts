@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { SessionStore, StoredRecord } from "./store.js";
+import type { SessionStore, StoredRecord, StoreSecret } from "./store.js";
 
 /**
  * Keeps records in this process's memory: for tests and single-process apps
@@ -36,9 +36,10 @@ export class MemoryStore implements SessionStore {
     }
   }
 
-  async secret(): Promise<string> {
+  async secret(): Promise<StoreSecret> {
+    const created = this.#secret === undefined;
     this.#secret ??= randomBytes(48).toString("base64url");
-    return this.#secret;
+    return { secret: this.#secret, created };
   }
 
   describe(): string {

@@ -23,8 +23,11 @@ export function parseRecordText(text: string, container: string): StoredRecord {
   return { key, version, updatedAt, expires, data };
 }
 
-/** The first line of a record's text, read alone (the sweep reads no more); a {@link CorruptRecordError} when it is not a header. */
-export function parseRecordHeader(line: string): Omit<StoredRecord, "data"> {
+/**
+ * The first line of a record's text; a {@link CorruptRecordError} when it is not a header.
+ * (The sweep's listing reads only `expires` from it, on the file thread: see file-thread.ts.)
+ */
+function parseRecordHeader(line: string): Omit<StoredRecord, "data"> {
   let header: unknown;
   try {
     header = JSON.parse(line);

@@ -5,7 +5,7 @@ import { ChangeNotices, formatChange, type ChangeSubscription } from "./change-m
 import { withDeadline } from "./deadline.js";
 import { leaseLostError, newLeaseToken, ownLease, RenewedLease, type LeaseBackend } from "./lease.js";
 import { formatRecordText, parseRecordText } from "./record-text.js";
-import { CorruptRecordError, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord } from "./store.js";
+import { CorruptRecordError, DEFAULT_QUARANTINE_TTL_SECONDS, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
 
 /**
  * The one method RedisStore calls on a client: send a command, get its reply.
@@ -89,8 +89,9 @@ export interface RedisStoreOptions {
    */
   commandTimeout?: number;
   /**
-   * Seconds a set-aside (unreadable) record is kept for inspection before Redis expires it.
-   * @default 604800 (7 days)
+   * Seconds a set-aside (unreadable) record is kept for inspection before Redis expires it (its key's PX),
+   * the same default as the FileStore's.
+   * @default 2592000 (30 days)
    */
   quarantineTtl?: number;
 }
@@ -98,7 +99,6 @@ export interface RedisStoreOptions {
 const DEFAULT_PREFIX = "persist-session:";
 const DEFAULT_LEASE_TIME_MS = 5000;
 const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
-const DEFAULT_QUARANTINE_TTL_SECONDS = 7 * 24 * 60 * 60;
 /** Reply codes that mean "not now" rather than "wrong": the request gets a 503, as when Redis is down. */
 const UNAVAILABLE_CODES = new Set(["LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "OOM"]);
 
@@ -267,15 +267,15 @@ export class RedisStore implements SessionStore {
     return lease;
   }
 
-  async secret(): Promise<string> {
+  async secret(): Promise<StoreSecret> {
     const key = `${this.prefix}secret`;
     // NX: the first process to start generates it; every other one reads that one.
-    await this.redis.send(["SET", key, randomBytes(48).toString("base64url"), "NX"]);
+    const reply = await this.redis.send(["SET", key, randomBytes(48).toString("base64url"), "NX"]);
     const secret = await this.redis.send(["GET", key]);
     if (typeof secret !== "string" || secret.length < 32) {
       throw new Error(`persist-session: the generated secret in Redis key ${key} is missing or too short. Delete the key, or pass \`secret\` to persistSession().`);
     }
-    return secret;
+    return { secret, created: reply === "OK" };
   }
 
   describe(): string {
