@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 
 /**
- * RFC 4122 version 4, lowercase only: `uuid` mints lowercase, so anything else
+ * RFC 4122 version 4, lowercase only: `crypto.randomUUID()` mints lowercase, so anything else
  * was not minted by us. This is the only gate between a cookie and a file name
  * (React Router's file storage skipped it: GHSA-9583-h5hc-x8cw).
  */
