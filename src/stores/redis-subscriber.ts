@@ -1,8 +1,6 @@
 /**
- * The subscriber connection of a RedisStore (pub/sub needs a connection of its own): the
- * app's, or a duplicate of its client opened on first use. One connection carries every
- * channel the store follows (other processes' changes for live sync, and requests for records
- * this process keeps leases on), so following both costs one connection, not two.
+ * A subscriber connection of a RedisStore (pub/sub needs a connection of its own): the app's,
+ * or a duplicate of its client opened on first use and closed by {@link SubscriberConnection.close}.
  */
 
 /**
@@ -32,7 +30,14 @@ export interface ConnectionEvents {
   onReady?(): void;
 }
 
-/** The one subscriber connection of a store, shared by its channels; {@link close} ends it. */
+/**
+ * One subscriber connection of a store. RedisStore opens one per channel it follows (other
+ * processes' changes; requests for its kept leases) unless the app gave its own subscriber,
+ * which then carries both: a channel subscribed on a connection that is still reconnecting
+ * after an outage waits out the client's reconnect backoff, so an events stream opened then
+ * would miss changes. A connection per channel keeps the change feed's connection as it was:
+ * opened by the first events stream, fresh.
+ */
 export class SubscriberConnection {
   #opening: Promise<RedisSubscriberLike> | undefined;
   #owned: OwnedConnection | undefined;
@@ -55,7 +60,7 @@ export class SubscriberConnection {
   }
 
   /**
-   * Subscribes `onMessage` to `channel`, opening the connection first when no channel has; resolves
+   * Subscribes `onMessage` to `channel`, opening the connection first when it is not open; resolves
    * once messages flow, with the function that unsubscribes. `events` hears of the connection after that.
    */
   async subscribe(channel: string, onMessage: (message: string) => void, events: ConnectionEvents): Promise<() => Promise<void>> {

@@ -31,8 +31,8 @@ export type { RedisSubscriberLike } from "./redis-subscriber.js";
  *   lease time remains (enough for the first renewal to land in time); otherwise ACQUIRE takes it
  *   over in one round trip. A request that changes nothing then costs 0 round trips, one that
  *   changes the record 1 (its WRITE, which also extends the kept lease); a cold one 2.
- * - Handing over: every process keeping leases listens on `<prefix>wanted` (on the subscriber
- *   connection that live sync uses) and releases a kept lease as soon as another process asks
+ * - Handing over: every process keeping leases listens on `<prefix>wanted` (on a subscriber
+ *   connection of its own, or the app's `subscriber`) and releases a kept lease as soon as another process asks
  *   for it, or when its busy record next goes idle. Leases are only kept while that listening is
  *   confirmed: before it is, with no subscriber possible (a client without duplicate() and no
  *   `subscriber` option), or while the subscriber connection is down, they are released at idle.
@@ -79,8 +79,8 @@ export interface RedisStoreOptions {
    * The connection that receives other processes' changes for live sync
    * and the requests of other processes for records this process keeps leases
    * on (pub/sub needs a connection of its own). The app owns it. Without it,
-   * RedisStore opens `client.duplicate()` when it first needs one (its first
-   * idle lease, or the first events stream) and closes it in `close()`; a client
+   * RedisStore opens `client.duplicate()` for each (on its first idle lease,
+   * and on the first events stream) and closes them in `close()`; a client
    * without `duplicate` then gets live sync within each process only, and its
    * leases are released at idle rather than kept.
    */
@@ -218,8 +218,9 @@ export class RedisStore implements SessionStore {
   private readonly leaseBackend: LeaseBackend;
   private readonly channel: string;
   private readonly wantedChannel: string;
-  /** The subscriber connection both channels share. */
-  private readonly connection: SubscriberConnection;
+  /** The subscriber connections of the change feed and of the wanted notices (see SubscriberConnection for why two). */
+  private readonly changesConnection: SubscriberConnection;
+  private readonly wantedConnection: SubscriberConnection;
   /** Other processes' changes, for the store's watchers: one subscription, opened by the first. */
   private readonly notices = new ChangeNotices((onError, onMessage) => this.follow(onError, onMessage));
   /** Other processes' requests for records this store keeps leases on. */
@@ -249,9 +250,10 @@ export class RedisStore implements SessionStore {
     this.quarantineTtl = positive("quarantineTtl", options.quarantineTtl, DEFAULT_QUARANTINE_TTL_SECONDS);
     this.redis = new RedisCommands(client, positive("commandTimeout", options.commandTimeout, DEFAULT_COMMAND_TIMEOUT_MS));
     const redis = this.redis;
-    this.connection = new SubscriberConnection(client, subscriber, (run) => redis.guard(run));
+    this.changesConnection = new SubscriberConnection(client, subscriber, (run) => redis.guard(run));
+    this.wantedConnection = new SubscriberConnection(client, subscriber, (run) => redis.guard(run));
     this.wanted = new WantedNotices(
-      (onMessage, events) => this.connection.subscribe(this.wantedChannel, onMessage, events),
+      (onMessage, events) => this.wantedConnection.subscribe(this.wantedChannel, onMessage, events),
       this.leaseTime,
       (id) => this.current.get(id)?.want(),
       // Requests for kept leases may be missed now (and Redis may have restarted): give them all up.
@@ -268,7 +270,7 @@ export class RedisStore implements SessionStore {
         if (this.taken.get(lease.id)?.lease === lease) this.taken.delete(lease.id);
       },
       // Kept only while this store hears other processes ask for records (see the protocol above).
-      keeps: () => this.connection.possible && this.wanted.live,
+      keeps: () => this.wantedConnection.possible && this.wanted.live,
     };
   }
 
@@ -366,12 +368,12 @@ export class RedisStore implements SessionStore {
   /** Releases the leases this store still holds (kept ones too) and the subscriber it opened. The client stays open: the app owns it. */
   async close(): Promise<void> {
     await Promise.allSettled([...[...this.leases].map((lease) => lease.release()), this.notices.close(), this.wanted.close()]);
-    await this.connection.close();
+    await Promise.allSettled([this.changesConnection.close(), this.wantedConnection.close()]);
   }
 
-  /** Subscribes to the change channel, on the subscriber connection the store shares between its channels. */
+  /** Subscribes to the change channel, on the app's subscriber or a duplicate of the client. */
   private async follow(onError: (error: Error) => void, onMessage: (message: string) => void): Promise<ChangeSubscription> {
-    return { stop: await this.connection.subscribe(this.channel, onMessage, { onError }) };
+    return { stop: await this.changesConnection.subscribe(this.channel, onMessage, { onError }) };
   }
 
   private recordKey(id: string): string {
