@@ -186,7 +186,11 @@ return 0`);
  * when it is not used for `ttl`. Two processes never hold one record at once:
  * each takes a lease (`SET NX PX` with a random token) before reading it, and
  * every write is fenced by that token, so a holder that stalled past its lease
- * has its late write refused instead of overwriting newer state.
+ * has its late write refused instead of overwriting newer state. An idle
+ * record's lease is kept for this process's next request, and handed over as
+ * soon as another process asks (the protocol is at the top of this file): a
+ * request costs 2 round trips on a record another process had last, 1 on one
+ * this process served last (0 if it changes nothing).
  *
  * Single Redis or a primary with replicas (Sentinel); not Redis Cluster.
  *
