@@ -485,10 +485,12 @@ export class RecordManager {
       return;
     }
     this.#entries.delete(entry.id);
-    if (!this.#keepIdle(entry)) {
-      this.#releaseLease(entry);
-      return;
-    }
+    const cached = this.options.cacheLimit > 0 && entry.state === "present" && !entry.stale;
+    const lease = entry.lease;
+    const kept = cached && lease?.keep?.(() => this.#keptLeaseEnded(entry, lease)) === true;
+    if (!kept) this.#releaseLease(entry);
+    // A shared store's copy is the truth only while its lease holds.
+    if (!cached || (this.store.shared === true && !kept)) return;
     this.#entries.set(entry.id, entry);
     if (this.#entries.size <= this.options.cacheLimit) return;
     for (const [id, candidate] of this.#entries) {
@@ -497,13 +499,6 @@ export class RecordManager {
       this.#entries.delete(id);
       this.#releaseLease(candidate);
     }
-  }
-
-  #keepIdle(entry: RecordEntry): boolean {
-    if (this.options.cacheLimit === 0 || entry.state !== "present" || entry.stale) return false;
-    if (this.store.shared !== true) return true;
-    const lease = entry.lease;
-    return lease?.keep?.(() => this.#keptLeaseEnded(entry, lease)) === true;
   }
 
   /** A kept lease ran out or was given up (another process asked): the copy is no longer the truth. */

@@ -94,11 +94,13 @@ export class RenewedLease implements Lease {
   /**
    * Takes a kept lease up again for a request, renewing it from now on, when more than half of it
    * remains: enough for the first renewal (a third of the lease time away) to land before it runs
-   * out, so the request needs no command before its handler. `false` otherwise; the lease then
-   * stays kept for the store to take over, and the library takes a new one.
+   * out, so the request needs no command before its handler. `false` otherwise (or when it ended);
+   * the lease then stays kept for the store to take over, and the library takes a new one. A
+   * lease that was not kept is left as it is (`true`): the library checks {@link held} as before,
+   * and releases it itself, so a held lease is never dropped while it still renews.
    */
   resume(): boolean {
-    if (this.#state === "held") return this.held;
+    if (this.#state === "held") return true;
     if (this.#state !== "kept" || this.#validUntil - Date.now() <= this.leaseTime / 2) return false;
     clearTimeout(this.#timer);
     this.#onEnd = undefined;

@@ -132,8 +132,9 @@ export interface Lease {
   keep?(onEnd: () => void): boolean;
   /**
    * A request of this process takes a kept lease up again; renewal restarts. `false` when too
-   * little of it remains for the request to finish under it, or it ended: the library then takes
-   * the lease anew with {@link SessionStore.lease}, where the store may take this one over.
+   * little of it remains for the request to finish under it, or it ended: the library then drops
+   * it without a release and takes the lease anew with {@link SessionStore.lease}, where the store
+   * takes this one over. A lease that was not kept answers `true` and is left as it is.
    */
   resume?(): boolean;
 }
