@@ -172,6 +172,30 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
     expect([...keeper.logger.errors, ...other.logger.errors]).toEqual([]);
   });
 
+  it("hands a kept lease over within the asker's own attempt once the asker listens too", async () => {
+    prefix = uniqueRedisPrefix();
+    const keeper = await startProcess();
+    const browser = await browserWithKeptLease(keeper.url);
+    const id = idOf(browser);
+    const raw = await connectRedis();
+    clients.push(raw);
+    const asker = new RedisStore({ client: raw, prefix });
+    try {
+      // The asker's first refused attempt starts its listening (and the keeper gives the lease up).
+      await asker.lease(id);
+      await eventually(async () => ((await redis.sendCommand(["PUBSUB", "NUMSUB", `${prefix}wanted`])) as [string, number])[1] === 2, "the asker to listen");
+      await browser.json("/inc", { method: "POST" });
+      await browser.json("/inc", { method: "POST" }); // kept again
+      expect(await leaseHeld(id)).toBe(true);
+      // Refused, asks, hears the keeper's released:<id>, and takes it: one call.
+      const lease = await asker.lease(id);
+      expect(lease?.held).toBe(true);
+      await lease!.release();
+    } finally {
+      await asker.close();
+    }
+  });
+
   it("releases leases at idle when no subscriber connection can exist", async () => {
     prefix = uniqueRedisPrefix();
     let client: CountingClient | undefined;

@@ -109,6 +109,11 @@ export class RenewedLease implements Lease {
     return true;
   }
 
+  /** Whether another process asked for the record while this process held the lease. */
+  get wanted(): boolean {
+    return this.#wanted;
+  }
+
   /** Another process asked for the record: a kept lease is released now, a held one once idle. */
   want(): void {
     this.#wanted = true;

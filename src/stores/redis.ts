@@ -7,7 +7,7 @@ import { leaseLostError, newLeaseToken, ownLease, RenewedLease, type LeaseBacken
 import { formatRecordText, parseRecordText } from "./record-text.js";
 import { SubscriberConnection, type RedisSubscriberLike } from "./redis-subscriber.js";
 import { CorruptRecordError, DEFAULT_QUARANTINE_TTL_SECONDS, StoreUnavailableError, type Lease, type SessionStore, type StoredRecord, type StoreSecret } from "./store.js";
-import { WantedNotices } from "./wanted-notices.js";
+import { RELEASED_PREFIX, WantedNotices } from "./wanted-notices.js";
 
 export type { RedisSubscriberLike } from "./redis-subscriber.js";
 
@@ -33,7 +33,9 @@ export type { RedisSubscriberLike } from "./redis-subscriber.js";
  *   changes the record 1 (its WRITE, which also extends the kept lease); a cold one 2.
  * - Handing over: every process keeping leases listens on `<prefix>wanted` (on a subscriber
  *   connection of its own, or the app's `subscriber`) and releases a kept lease as soon as another process asks
- *   for it, or when its busy record next goes idle. Leases are only kept while that listening is
+ *   for it, or when its busy record next goes idle, publishing `released:<id>` from the same
+ *   script; the asker, when it listens too, waits for that (a short while, LEASE_HANDOVER_WAIT_MS)
+ *   after its failed attempt and tries again at once. Leases are only kept while that listening is
  *   confirmed: before it is, with no subscriber possible (a client without duplicate() and no
  *   `subscriber` option), or while the subscriber connection is down, they are released at idle.
  *   If a notice is still missed, the asker waits at worst until the kept lease runs out: at most
@@ -119,6 +121,12 @@ export interface RedisStoreOptions {
 const DEFAULT_PREFIX = "persist-session:";
 const DEFAULT_LEASE_TIME_MS = 5000;
 const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
+/**
+ * How long a failed lease attempt waits for the holder's `released:<id>` before it returns: a
+ * holder that kept the lease idle answers within two round trips of the notice, a busy one once
+ * its requests are done, and the caller polls again after this either way.
+ */
+const LEASE_HANDOVER_WAIT_MS = 25;
 /** Reply codes that mean "not now" rather than "wrong": the request gets a 503, as when Redis is down. */
 const UNAVAILABLE_CODES = new Set(["LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "OOM"]);
 
@@ -175,6 +183,15 @@ const RENEW = script(`
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
 return 0`);
 
+// RELEASE for a lease another process asked for: tells it, so it tries again at once.
+const HAND_OVER = script(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("DEL", KEYS[1])
+  redis.call("PUBLISH", ARGV[2], ARGV[3])
+  return 1
+end
+return 0`);
+
 const RELEASE = script(`
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
 return 0`);
@@ -216,6 +233,8 @@ export class RedisStore implements SessionStore {
   private readonly leases = new Set<RenewedLease>();
   /** The newest lease this store issued per record: where a wanted notice for the record goes. */
   private readonly current = new Map<string, RenewedLease>();
+  /** Failed lease attempts waiting for the holder to give the record up, by record. */
+  private readonly handovers = new Map<string, Set<() => void>>();
   /** What ACQUIRE read with each lease, until the holder's get() (or a write) uses it up. */
   private readonly taken = new Map<string, { readonly lease: RenewedLease; readonly reply: unknown[] }>();
   /** How this store's leases renew and release themselves; also names the leases this store issued. */
@@ -260,6 +279,9 @@ export class RedisStore implements SessionStore {
       (onMessage, events) => this.wantedConnection.subscribe(this.wantedChannel, onMessage, events),
       this.leaseTime,
       (id) => this.current.get(id)?.want(),
+      (id) => {
+        for (const wake of this.handovers.get(id) ?? []) wake();
+      },
       // Requests for kept leases may be missed now (and Redis may have restarted): give them all up.
       () => {
         for (const lease of [...this.leases]) lease.want();
@@ -267,14 +289,17 @@ export class RedisStore implements SessionStore {
     );
     this.leaseBackend = {
       renew: async (lease) => (await redis.script(RENEW, [this.leaseKey(lease.id)], [lease.token, String(lease.leaseTime)])) === 1,
-      release: (lease) => redis.script(RELEASE, [this.leaseKey(lease.id)], [lease.token]),
+      release: (lease) =>
+        lease.wanted
+          ? redis.script(HAND_OVER, [this.leaseKey(lease.id)], [lease.token, this.wantedChannel, `${RELEASED_PREFIX}${lease.id}`])
+          : redis.script(RELEASE, [this.leaseKey(lease.id)], [lease.token]),
       ended: (lease) => {
         this.leases.delete(lease);
         if (this.current.get(lease.id) === lease) this.current.delete(lease.id);
         if (this.taken.get(lease.id)?.lease === lease) this.taken.delete(lease.id);
       },
       // Kept only while this store hears other processes ask for records (see the protocol above).
-      keeps: () => this.wantedConnection.possible && this.wanted.live,
+      keeps: () => this.listening,
     };
   }
 
@@ -326,9 +351,21 @@ export class RedisStore implements SessionStore {
   /**
    * Takes the record's lease (ACQUIRE: one round trip that also reads the record for the next
    * {@link get}), or `undefined` when another process holds it, which that process is then asked
-   * to give up. A lease this store keeps for the record is taken over in the same script.
+   * to give up; while this store hears the answer, it waits a little for it and tries once more.
+   * A lease this store keeps for the record is taken over in the same script.
    */
   async lease(id: string): Promise<Lease | undefined> {
+    const lease = await this.acquire(id);
+    if (lease !== undefined || !this.listening) return lease;
+    return (await this.handedOver(id)) ? this.acquire(id) : undefined;
+  }
+
+  /** Whether this store hears other processes' wanted and released notices now (and starts listening when it does not yet). */
+  private get listening(): boolean {
+    return this.wantedConnection.possible && this.wanted.live;
+  }
+
+  private async acquire(id: string): Promise<RenewedLease | undefined> {
     const key = this.leaseKey(id);
     const token = newLeaseToken();
     // The library gave up on this kept lease (too little of it left): its token lets ACQUIRE
@@ -352,6 +389,23 @@ export class RedisStore implements SessionStore {
     this.current.set(id, lease);
     this.taken.set(id, { lease, reply });
     return lease;
+  }
+
+  /** Resolves `true` when the holder of `id` announces it gave the record up, `false` after LEASE_HANDOVER_WAIT_MS. */
+  private handedOver(id: string): Promise<boolean> {
+    return new Promise((resolve) => {
+      let waiting = this.handovers.get(id);
+      if (waiting === undefined) this.handovers.set(id, (waiting = new Set()));
+      const done = (released: boolean) => {
+        clearTimeout(timer);
+        waiting.delete(wake);
+        if (waiting.size === 0 && this.handovers.get(id) === waiting) this.handovers.delete(id);
+        resolve(released);
+      };
+      const wake = () => done(true);
+      const timer = setTimeout(() => done(false), LEASE_HANDOVER_WAIT_MS);
+      waiting.add(wake);
+    });
   }
 
   async secret(): Promise<StoreSecret> {
