@@ -135,7 +135,8 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
 
   it("costs two commands once the kept lease ran out", async () => {
     prefix = uniqueRedisPrefix();
-    const leaseTime = 400;
+    // Short, so the test waits little; long enough that a loaded machine does not lose it mid-request (a 503).
+    const leaseTime = 1000;
     let client: CountingClient | undefined;
     const { url } = await startProcess({ leaseTime, wrap: (raw) => (client = counting(raw)) });
     const browser = await browserWithKeptLease(url);
