@@ -83,7 +83,8 @@ export class RecordEntry {
   stale = false;
   /**
    * The store's cross-process lease (shared stores), held from the read until
-   * the entry is idle. While held, no other process can have written, so the
+   * the entry is idle, and kept past that when the store can keep it (see
+   * {@link Lease.keep}). While held, no other process can have written, so the
    * next request of this process may trust the in-process copy, and every
    * queued write is fenced by it.
    */
@@ -104,7 +105,18 @@ export class RecordEntry {
     if (this.#locked) return false;
     this.#locked = true;
     this.#holder = holder;
+    this.#resumeLease();
     return true;
+  }
+
+  /**
+   * The lock of a record this process kept the lease of is taken: take the lease up again, so
+   * the request trusts the in-process copy with no command before its handler. When too little
+   * of it is left, drop it without a release: the store's next lease(id) takes it over.
+   */
+  #resumeLease(): void {
+    const lease = this.lease;
+    if (lease?.resume !== undefined && !lease.resume()) this.lease = undefined;
   }
 
   /**
@@ -209,7 +221,7 @@ export class RecordEntry {
 /** Options of {@link RecordManager}. */
 export interface RecordManagerOptions {
   readonly lockTimeoutMs: number;
-  /** How many idle records to keep in memory; 0 for shared stores. */
+  /** How many idle records to keep in memory (of a shared store, only those whose lease is kept). */
   readonly cacheLimit: number;
   readonly logger: Logger;
   /** Told after each record write or delete is stored: feeds live sync. */
@@ -363,7 +375,9 @@ export class RecordManager {
     const { store } = this;
     if (store.expiredIds !== undefined) {
       for await (const id of store.expiredIds(Date.now())) {
-        if (this.#entries.get(id)?.busy) continue;
+        const known = this.#entries.get(id);
+        // Busy, or kept with its lease for this process's next request: in use, so not expired.
+        if (known?.busy === true || known?.lease !== undefined) continue;
         const entry = this.entry(id);
         if (!entry.tryLock()) continue;
         try {
@@ -458,19 +472,39 @@ export class RecordManager {
     lease.release().catch(() => undefined);
   }
 
-  /** Keeps idle entries as a bounded LRU cache (process-local stores only). */
+  /**
+   * Keeps idle entries as a bounded LRU cache: any present record of a process-local store, and
+   * of a shared store those whose lease the store lets this process keep (while it holds, no
+   * other process can write the record, so the copy stays the truth). Others release their lease.
+   */
   #settle(entry: RecordEntry): void {
     if (entry.busy) return;
     // Idle: no request of this process uses the record and its writes are stored, so other processes may have it.
-    this.#releaseLease(entry);
-    if (this.#entries.get(entry.id) !== entry) return;
+    if (this.#entries.get(entry.id) !== entry) {
+      this.#releaseLease(entry);
+      return;
+    }
     this.#entries.delete(entry.id);
-    if (this.options.cacheLimit === 0 || entry.state !== "present" || entry.stale) return;
+    const cached = this.options.cacheLimit > 0 && entry.state === "present" && !entry.stale;
+    const lease = entry.lease;
+    const kept = cached && lease?.keep?.(() => this.#keptLeaseEnded(entry, lease)) === true;
+    if (!kept) this.#releaseLease(entry);
+    // A shared store's copy is the truth only while its lease holds.
+    if (!cached || (this.store.shared === true && !kept)) return;
     this.#entries.set(entry.id, entry);
     if (this.#entries.size <= this.options.cacheLimit) return;
     for (const [id, candidate] of this.#entries) {
       if (this.#entries.size <= this.options.cacheLimit) break;
-      if (!candidate.busy) this.#entries.delete(id);
+      if (candidate.busy) continue;
+      this.#entries.delete(id);
+      this.#releaseLease(candidate);
     }
+  }
+
+  /** A kept lease ran out or was given up (another process asked): the copy is no longer the truth. */
+  #keptLeaseEnded(entry: RecordEntry, lease: Lease): void {
+    if (entry.lease !== lease || entry.busy) return;
+    entry.lease = undefined;
+    if (this.#entries.get(entry.id) === entry) this.#entries.delete(entry.id);
   }
 }

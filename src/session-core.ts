@@ -60,7 +60,8 @@ export interface PersistSessionOptions {
    */
   sweepInterval?: number;
   /**
-   * Idle records kept in memory between requests (process-local stores).
+   * Idle records kept in memory between requests. With a shared store (RedisStore), a
+   * record is kept only while this process keeps its lease, and one evicted releases it.
    * @default 1000
    */
   cacheSize?: number;
@@ -180,7 +181,8 @@ export class SessionCore implements RequestHost {
     this.location = this.store.describe?.() ?? "the store";
     this.records = new RecordManager(this.store, {
       lockTimeoutMs: this.lockTimeoutMs,
-      cacheLimit: this.store.shared === true ? 0 : nonNegative("cacheSize", options.cacheSize, DEFAULT_CACHE_SIZE),
+      // Shared stores keep an idle record only while its lease is kept (RecordManager's #settle).
+      cacheLimit: nonNegative("cacheSize", options.cacheSize, DEFAULT_CACHE_SIZE),
       logger: this.logger,
       onStored: (id, key, version) => this.feed.publish({ id, key: key ?? "", version }),
       outage: this.outage,

@@ -121,6 +121,56 @@ describe.skipIf(!redisAvailable)("RedisStore", () => {
     await expect(store.get(ID)).rejects.toBeInstanceOf(CorruptRecordError);
   });
 
+  it("takes a lease and reads the record in one command, and a get after a write reads the write", async () => {
+    await store.set(ID, record({ version: 3 }));
+    const sent: string[] = [];
+    const counted = open({ client: { sendCommand: (args: string[]) => (sent.push(args[0]!), client.sendCommand(args)) } });
+    const lease = (await counted.lease(ID))!;
+    expect(await counted.get(ID)).toMatchObject({ version: 3 });
+    expect(sent).toEqual(["EVALSHA"]);
+    await counted.set(ID, record({ version: 4 }), lease);
+    expect(await counted.get(ID)).toMatchObject({ version: 4 });
+    await lease.release();
+  });
+
+  it.each([
+    ["an unreadable value", () => client.set(`${prefix}${ID}`, "garbage")],
+    ["a key of another type", () => client.hSet(`${prefix}${ID}`, "field", "value")],
+  ])("throws CorruptRecordError for %s read with the lease, as get does", async (_name, corrupt) => {
+    await corrupt();
+    const lease = (await store.lease(ID))!;
+    await expect(store.get(ID)).rejects.toBeInstanceOf(CorruptRecordError);
+    await store.quarantine(ID, "unreadable", lease);
+    expect(await redisKeys(client, `${prefix}quarantine:${ID}:`)).toHaveLength(1);
+    await lease.release();
+  });
+
+  it("extends the lease by leaseTime with every write under it", async () => {
+    const long = open({ leaseTime: MINUTE });
+    const lease = (await long.lease(ID))!;
+    await client.pExpire(`${prefix}lease:${ID}`, 1000);
+    await long.set(ID, record(), lease);
+    expect(await client.pTTL(`${prefix}lease:${ID}`)).toBeGreaterThan(MINUTE - 10_000);
+    await lease.release();
+  });
+
+  it("asks the holder for a lease it cannot take, on <prefix>wanted", async () => {
+    const listener = client.duplicate();
+    listener.on("error", () => undefined);
+    await listener.connect();
+    try {
+      const asked: string[] = [];
+      await listener.subscribe(`${prefix}wanted`, (message) => void asked.push(message));
+      const lease = (await store.lease(ID))!;
+      expect(await open().lease(ID)).toBeUndefined();
+      await eventually(() => asked.length > 0, "the wanted notice");
+      expect(asked).toEqual([ID]);
+      await lease.release();
+    } finally {
+      listener.destroy();
+    }
+  });
+
   it("quarantines by renaming the key aside with a 30-day expiry, like the FileStore's quarantined files", async () => {
     await client.set(`${prefix}${ID}`, "garbage");
     await store.quarantine(ID, "unreadable");

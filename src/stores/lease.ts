@@ -14,8 +14,15 @@ export interface LeaseBackend {
   renew(lease: RenewedLease): Promise<boolean>;
   /** Gives the lease up in the backend, only where its token still holds it. */
   release(lease: RenewedLease): Promise<unknown>;
-  /** Told once, when the lease ends (lost or released): the store stops tracking it. */
+  /** Told once, when the lease ends (lost, released, lapsed or taken over): the store stops tracking it. */
   ended(lease: RenewedLease): void;
+  /**
+   * Whether an idle lease may be kept now rather than released: only a store that hears at once
+   * when another process asks for the record (RedisStore's "wanted" notices) can say yes, or a
+   * second process would wait up to the lease time behind a process that no longer uses the record.
+   * Without it, leases are never kept.
+   */
+  keeps?(): boolean;
 }
 
 /** A random token naming one holder of one lease. */
@@ -23,13 +30,25 @@ export function newLeaseToken(): string {
   return randomBytes(16).toString("base64url");
 }
 
-/** A lease on one record: renewed on a timer while held, so only a holder that stops running loses it. */
+/**
+ * A lease on one record: renewed on a timer while held, so only a holder that stops running loses it.
+ *
+ * States: `held` (a request of this process uses the record: renewed every third of the lease
+ * time), `kept` (the record went idle and the store can hear other processes ask for it: not
+ * renewed, kept for this process's next request until it runs out or is asked for), and the ends
+ * `lost`, `released` (released or handed over to a new lease of this process) and `lapsed`.
+ */
 export class RenewedLease implements Lease {
-  #state: "held" | "lost" | "released" = "held";
+  #state: "held" | "kept" | "lost" | "released" | "lapsed" = "held";
   #validUntil: number;
   #renewing = false;
   #released: Promise<void> | undefined;
-  readonly #timer: NodeJS.Timeout;
+  /** Another process asked for the record: release it once idle instead of keeping it. */
+  #wanted = false;
+  /** The renewal interval while held, the lapse timeout while kept. */
+  #timer: NodeJS.Timeout | undefined;
+  /** Told when a kept lease ends before a request takes it up again. */
+  #onEnd: (() => void) | undefined;
 
   /**
    * @param backend the store that issued it; stores compare it to refuse a lease they did not issue
@@ -43,39 +62,113 @@ export class RenewedLease implements Lease {
     startedAt: number,
   ) {
     this.#validUntil = validUntil(startedAt, leaseTime);
-    this.#timer = setInterval(() => void this.#renew(), leaseTime / 3).unref();
+    this.#startRenewing();
   }
 
   get held(): boolean {
     // A process paused past the lease (SIGSTOP, a long GC) sees the clock jump here before any renewal can run.
-    return this.#state === "held" && Date.now() < this.#validUntil;
+    return (this.#state === "held" || this.#state === "kept") && Date.now() < this.#validUntil;
+  }
+
+  /** Whether the lease is kept: idle, not renewed, waiting for this process's next request. */
+  get kept(): boolean {
+    return this.#state === "kept";
+  }
+
+  /**
+   * Keeps the idle lease instead of releasing it, when the store can hear other processes ask
+   * for the record and none has yet; `onEnd` hears if it ends (runs out, is asked for) before
+   * {@link resume}. Renewal stops: a kept lease lasts what its last renewal or write gave it.
+   */
+  keep(onEnd: () => void): boolean {
+    if (this.#state !== "held" || this.#wanted || !this.held || this.backend.keeps?.() !== true) return false;
+    this.#state = "kept";
+    this.#onEnd = onEnd;
+    clearInterval(this.#timer);
+    // Ended a little after the backend surely let it go: until then the store can take it over
+    // for this process in one round trip (see RedisStore.lease), rather than wait for it to run out.
+    this.#timer = setTimeout(() => this.#lapse(), this.#validUntil - Date.now() + Math.ceil(this.leaseTime / 10)).unref();
+    return true;
+  }
+
+  /**
+   * Takes a kept lease up again for a request, renewing it from now on, when more than half of it
+   * remains: enough for the first renewal (a third of the lease time away) to land before it runs
+   * out, so the request needs no command before its handler. `false` otherwise (or when it ended);
+   * the lease then stays kept for the store to take over, and the library takes a new one. A
+   * lease that was not kept is left as it is (`true`): the library checks {@link held} as before,
+   * and releases it itself, so a held lease is never dropped while it still renews.
+   */
+  resume(): boolean {
+    if (this.#state === "held") return true;
+    if (this.#state !== "kept" || this.#validUntil - Date.now() <= this.leaseTime / 2) return false;
+    clearTimeout(this.#timer);
+    this.#onEnd = undefined;
+    this.#state = "held";
+    this.#startRenewing();
+    return true;
+  }
+
+  /** Whether another process asked for the record while this process held the lease. */
+  get wanted(): boolean {
+    return this.#wanted;
+  }
+
+  /** Another process asked for the record: a kept lease is released now, a held one once idle. */
+  want(): void {
+    this.#wanted = true;
+    if (this.#state === "kept") this.release().catch(() => undefined);
+  }
+
+  /** A write under the lease, sent at `startedAt`, also extended it in the backend by the lease time. */
+  extended(startedAt: number): void {
+    if (this.#state === "held" || this.#state === "kept") this.#validUntil = Math.max(this.#validUntil, validUntil(startedAt, this.leaseTime));
   }
 
   /** Marks the lease lost (the backend refused a write under it); it is no longer renewed. */
   lose(): void {
-    if (this.#state !== "held") return;
+    if (this.#state !== "held" && this.#state !== "kept") return;
     this.#state = "lost";
+    this.#end();
+  }
+
+  /** Ends a kept lease without a command: the store is replacing it by a new lease of this process in the same backend call. */
+  handOver(): void {
+    if (this.#state !== "kept") return;
+    this.#state = "released";
     this.#end();
   }
 
   release(): Promise<void> {
     this.#released ??= (async () => {
-      const wasHeld = this.#state === "held";
-      this.#state = "released";
+      const wasHeld = this.#state === "held" || this.#state === "kept";
+      if (wasHeld) this.#state = "released";
       this.#end();
       if (wasHeld) await this.backend.release(this);
     })();
     return this.#released;
   }
 
+  #startRenewing(): void {
+    this.#timer = setInterval(() => void this.#renew(), this.leaseTime / 3).unref();
+  }
+
+  #lapse(): void {
+    if (this.#state !== "kept") return;
+    this.#state = "lapsed";
+    this.#end();
+  }
+
   async #renew(): Promise<void> {
     if (this.#state !== "held" || this.#renewing) return;
+    // A write under the lease extended it lately (RedisStore's does): no renewal needed yet.
+    if (this.#validUntil - Date.now() > (this.leaseTime * 2) / 3) return;
     this.#renewing = true;
     const startedAt = Date.now();
     try {
       const renewed = await this.backend.renew(this);
-      if (this.#state !== "held") return;
-      if (renewed) this.#validUntil = validUntil(startedAt, this.leaseTime);
+      if (this.#state !== "held" && this.#state !== "kept") return;
+      if (renewed) this.#validUntil = Math.max(this.#validUntil, validUntil(startedAt, this.leaseTime));
       else this.lose();
     } catch {
       // The backend is unreachable: `held` turns false when the lease runs out, and writes under it are refused.
@@ -86,7 +179,11 @@ export class RenewedLease implements Lease {
 
   #end(): void {
     clearInterval(this.#timer);
+    clearTimeout(this.#timer);
     this.backend.ended(this);
+    const onEnd = this.#onEnd;
+    this.#onEnd = undefined;
+    onEnd?.();
   }
 }
 

@@ -46,8 +46,13 @@ export interface SessionStore {
    * another process holds it (the library retries with backoff until its
    * `lockTimeout`, then answers 503). The library takes it before reading a
    * record, keeps it while requests of this process use the record or writes of
-   * it are queued, and releases it once the record is idle. The store keeps the
-   * lease alive while it is held and lets it expire when its holder dies.
+   * it are queued, and releases it once the record is idle, unless the lease can
+   * be kept for this process's next request ({@link Lease.keep}). The store keeps
+   * the lease alive while it is held and lets it expire when its holder dies.
+   *
+   * A store may read the record in the same round trip and answer the {@link get}
+   * that follows from it (RedisStore and PostgresStore do): while the lease holds,
+   * no other process can have written the record since.
    */
   lease?(id: string): Promise<Lease | undefined>;
   /**
@@ -116,6 +121,22 @@ export interface Lease {
   readonly held: boolean;
   /** Gives the lease up; it rejects only when the store cannot be reached, and the lease then expires by itself. */
   release(): Promise<void>;
+  /**
+   * The record went idle (no request of this process uses it, its writes are stored): keep the
+   * lease for this process's next request instead of releasing it, so that request needs no
+   * command before its handler. Only a store that releases a kept lease as soon as another
+   * process asks for the record may say yes; `false` (or no `keep`) and the library releases it.
+   * `onEnd` hears when a kept lease ends before {@link resume} (it ran out, or was asked for and
+   * released): the library then drops its in-process copy.
+   */
+  keep?(onEnd: () => void): boolean;
+  /**
+   * A request of this process takes a kept lease up again; renewal restarts. `false` when too
+   * little of it remains for the request to finish under it, or it ended: the library then drops
+   * it without a release and takes the lease anew with {@link SessionStore.lease}, where the store
+   * takes this one over. A lease that was not kept answers `true` and is left as it is.
+   */
+  resume?(): boolean;
 }
 
 /** What a store throws from `get` when the stored bytes cannot be a record. */

@@ -1,0 +1,235 @@
+/**
+ * Round trips to Redis per request (issue #22), over real HTTP and a real Redis: a request of a
+ * browser this process served last takes up the lease it kept (no command before its handler),
+ * another process asking for the record gets it at once (the "wanted" notice), and without a
+ * subscriber connection leases are released at idle as before.
+ *
+ * How commands are counted: RedisStore sends every command through its client's `sendCommand`
+ * and awaits each before it goes on (a request's commands are never pipelined with each other),
+ * so each call is one round trip. The tests wrap `sendCommand` of the app's client and count.
+ */
+import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
+import { persistSession, type PersistSessionOptions } from "../src/index.js";
+import { RedisStore, type RedisClientLike } from "../src/redis.js";
+import { nodeApp } from "./fixtures/app.js";
+import * as standard from "./fixtures/standard.js";
+import { Browser, listen, stopAll, type RunningServer } from "./helpers/http.js";
+import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
+import { connectRedis, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
+
+const SECRET = "redis-round-trips-secret-0123456789-abcdefgh";
+
+/** A client that records the name of every command sent through it. */
+interface CountingClient extends RedisClientLike {
+  readonly sent: string[];
+}
+
+/** `client`, counting; `duplicate` only when `subscriber` (a subscriber connection can then be opened). */
+function counting(client: TestRedisClient, { subscriber = true } = {}): CountingClient {
+  const sent: string[] = [];
+  const wrapper: CountingClient = {
+    sent,
+    sendCommand: (args: string[]) => {
+      sent.push(args[0]!);
+      return client.sendCommand(args);
+    },
+    get isReady() {
+      return client.isReady;
+    },
+  };
+  return subscriber ? Object.assign(wrapper, { duplicate: () => client.duplicate() }) : wrapper;
+}
+
+describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
+  let redis: TestRedisClient;
+  let prefix: string;
+  const running: RunningServer[] = [];
+  const clients: TestRedisClient[] = [];
+
+  beforeAll(async () => {
+    redis = await connectRedis();
+  });
+  afterAll(() => {
+    redis?.destroy();
+  });
+  afterEach(async () => {
+    await stopAll(running);
+    for (const client of clients.splice(0)) client.destroy();
+    const keys = await redisKeys(redis, prefix);
+    if (keys.length > 0) await redis.sendCommand(["DEL", ...keys]);
+  });
+
+  /** One app process over the test's prefix, with a client of its own; `wrap` sees that client first. */
+  const startProcess = async (
+    options: { leaseTime?: number; wrap?: (client: TestRedisClient) => RedisClientLike; sessions?: Partial<PersistSessionOptions> } = {},
+  ) => {
+    const raw = await connectRedis();
+    clients.push(raw);
+    const client = options.wrap?.(raw) ?? raw;
+    const logger = capturingLogger();
+    const sessions = persistSession({ secret: SECRET, store: new RedisStore({ client, prefix, leaseTime: options.leaseTime }), sweepInterval: 0, logger, ...options.sessions });
+    const app = nodeApp(standard);
+    const server = await listen((req, res) => sessions(req, res, () => app(req, res)));
+    running.push({ server, sessions });
+    return { url: server.url, logger };
+  };
+
+  const idOf = (browser: Browser) => /=([0-9a-f-]{36})\./.exec(browser.cookieHeader())![1]!;
+  const leaseHeld = async (id: string) => (await redis.exists(`${prefix}lease:${id}`)) === 1;
+  /** Whether some process listens for requests for kept leases on this prefix. */
+  const listening = async () => ((await redis.sendCommand(["PUBSUB", "NUMSUB", `${prefix}wanted`])) as [string, number])[1] > 0;
+
+  /** A browser of the process at `url` whose record's lease that process now keeps (it served it last). */
+  const browserWithKeptLease = async (url: string) => {
+    const browser = new Browser(url);
+    await browser.json("/inc", { method: "POST" }); // mints the record: no lease
+    await browser.json("/inc", { method: "POST" }); // takes the lease, and starts listening for requests of it
+    await eventually(listening, "the process to listen for requests of its kept leases");
+    // Kept at idle from now on (two requests: the first may settle before the process has read the subscription's reply).
+    await browser.json("/inc", { method: "POST" });
+    await browser.json("/inc", { method: "POST" });
+    return browser;
+  };
+
+  it("costs one command per changing request and none per unchanged one while one process serves a browser back to back", async () => {
+    prefix = uniqueRedisPrefix();
+    let client: CountingClient | undefined;
+    const { url } = await startProcess({ wrap: (raw) => (client = counting(raw)) });
+    const browser = await browserWithKeptLease(url);
+    expect(await leaseHeld(idOf(browser))).toBe(true);
+
+    const changing: string[][] = [];
+    const unchanged: string[][] = [];
+    for (let i = 1; i <= 10; i++) {
+      client!.sent.length = 0;
+      expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 4 + i });
+      changing.push([...client!.sent]);
+      client!.sent.length = 0;
+      expect(await browser.json("/state")).toMatchObject({ count: 4 + i });
+      unchanged.push([...client!.sent]);
+    }
+    // The fenced WRITE script only: it also extends the kept lease and publishes the change.
+    expect(changing).toEqual(Array.from({ length: 10 }, () => ["EVALSHA"]));
+    expect(unchanged).toEqual(Array.from({ length: 10 }, () => []));
+  });
+
+  it("costs two commands after another process had the record, and reads its change", async () => {
+    prefix = uniqueRedisPrefix();
+    let client: CountingClient | undefined;
+    const { url } = await startProcess({ wrap: (raw) => (client = counting(raw)) });
+    // The other process keeps no idle records, so it releases the lease once its write is stored.
+    const other = await startProcess({ sessions: { cacheSize: 0 } });
+    const browser = await browserWithKeptLease(url);
+    const id = idOf(browser);
+
+    const there = new Browser(other.url);
+    there.cookies.set(...([...browser.cookies][0] as [string, string]));
+    expect(await there.json("/inc", { method: "POST" })).toMatchObject({ count: 5 });
+    await eventually(async () => !(await leaseHeld(id)), "the other process to release the lease");
+
+    client!.sent.length = 0;
+    expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 6 });
+    // ACQUIRE (the lease and the record in one script), then WRITE.
+    expect(client!.sent).toEqual(["EVALSHA", "EVALSHA"]);
+  });
+
+  it("costs two commands once the kept lease ran out", async () => {
+    prefix = uniqueRedisPrefix();
+    // Short, so the test waits little; long enough that a loaded machine does not lose it mid-request (a 503).
+    const leaseTime = 1000;
+    let client: CountingClient | undefined;
+    const { url } = await startProcess({ leaseTime, wrap: (raw) => (client = counting(raw)) });
+    const browser = await browserWithKeptLease(url);
+    await delay(leaseTime * 1.5);
+
+    client!.sent.length = 0;
+    expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 5 });
+    expect(client!.sent).toEqual(["EVALSHA", "EVALSHA"]);
+  });
+
+  it("gives another process a record whose lease this one keeps well within the lease time", async () => {
+    prefix = uniqueRedisPrefix();
+    // Long leases and a longer lockTimeout: without the wanted notice, the other process would be
+    // served only once the kept lease ran out, a whole LEASE_TIME after the keeper's last write.
+    const LEASE_TIME = 10_000;
+    const keeper = await startProcess({ leaseTime: LEASE_TIME, sessions: { lockTimeout: 3 * LEASE_TIME } });
+    const other = await startProcess({ leaseTime: LEASE_TIME, sessions: { lockTimeout: 3 * LEASE_TIME } });
+    const browser = await browserWithKeptLease(keeper.url);
+    const id = idOf(browser);
+    // Idle, and still held: kept, not released.
+    await delay(100);
+    expect(await leaseHeld(id)).toBe(true);
+
+    const there = new Browser(other.url);
+    there.cookies.set(...([...browser.cookies][0] as [string, string]));
+    const started = Date.now();
+    expect(await there.json("/inc", { method: "POST" })).toMatchObject({ count: 5 });
+    expect(Date.now() - started).toBeLessThan(LEASE_TIME / 2);
+    // And back: the keeper re-reads the record, nothing is lost either way.
+    const back = Date.now();
+    expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 6 });
+    expect(Date.now() - back).toBeLessThan(LEASE_TIME / 2);
+    expect(await there.json("/state")).toMatchObject({ count: 6 });
+    expect([...keeper.logger.errors, ...other.logger.errors]).toEqual([]);
+  });
+
+  it("hands a kept lease over within the asker's own attempt once the asker listens too", async () => {
+    prefix = uniqueRedisPrefix();
+    const keeper = await startProcess();
+    const browser = await browserWithKeptLease(keeper.url);
+    const id = idOf(browser);
+    const raw = await connectRedis();
+    clients.push(raw);
+    const asker = new RedisStore({ client: raw, prefix });
+    try {
+      // The asker's first refused attempt starts its listening (and the keeper gives the lease up).
+      await asker.lease(id);
+      await eventually(async () => ((await redis.sendCommand(["PUBSUB", "NUMSUB", `${prefix}wanted`])) as [string, number])[1] === 2, "the asker to listen");
+      await browser.json("/inc", { method: "POST" });
+      await browser.json("/inc", { method: "POST" }); // kept again
+      expect(await leaseHeld(id)).toBe(true);
+      // Refused, asks, hears the keeper's released:<id>, and takes it: one call.
+      const lease = await asker.lease(id);
+      expect(lease?.held).toBe(true);
+      await lease!.release();
+    } finally {
+      await asker.close();
+    }
+  });
+
+  it("releases leases at idle when no subscriber connection can exist", async () => {
+    prefix = uniqueRedisPrefix();
+    let client: CountingClient | undefined;
+    const { url, logger } = await startProcess({ wrap: (raw) => (client = counting(raw, { subscriber: false })) });
+    const browser = new Browser(url);
+    await browser.json("/inc", { method: "POST" });
+    const id = idOf(browser);
+    for (let count = 2; count <= 4; count++) {
+      client!.sent.length = 0;
+      expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count });
+      await eventually(async () => !(await leaseHeld(id)), "the lease to be released at idle");
+      // ACQUIRE, WRITE, then RELEASE at idle: nothing could tell this process that another one asks for the record.
+      expect(client!.sent).toEqual(["EVALSHA", "EVALSHA", "EVALSHA"]);
+    }
+    expect(await listening()).toBe(false);
+    expect(logger.errors).toEqual([]);
+  });
+
+  it.each([
+    ["an unreadable value", (key: string) => redis.set(key, "garbage")],
+    ["a value of another type", (key: string) => redis.hSet(key, "field", "value")],
+  ])("sets aside %s read with the lease, and serves fresh state", async (_name, corrupt) => {
+    prefix = uniqueRedisPrefix();
+    const { url, logger } = await startProcess();
+    const browser = new Browser(url);
+    await browser.json("/inc", { method: "POST" }); // minted: no lease, nothing kept
+    const id = idOf(browser);
+    await redis.del(`${prefix}${id}`);
+    await corrupt(`${prefix}${id}`);
+
+    expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 1 });
+    expect(logger.warnings).toEqual([expect.stringMatching(new RegExp(`^persist-session: record ${id} could not be restored \\(.+\\); it was set aside and the request got fresh state\\.$`))]);
+    const keys = await redisKeys(redis, `${prefix}quarantine:${id}:`);
+    expect(keys).toHaveLength(1);
+  });
+});
