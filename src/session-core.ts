@@ -372,10 +372,9 @@ export class SessionCore implements RequestHost {
    */
   #verifiedCookies(header: string | undefined, signer: CookieSigner): RecordTarget[] {
     if (header === undefined || header === "") return [];
-    const found: RecordTarget[] = [];
-    let checks = 0;
-    /** Registered names met so far; a request carries a few. */
+    /** Registered names met so far, with where their first value is; a request carries a few. */
     const seen: string[] = [];
+    const values: Array<[start: number, end: number]> = [];
     let duplicates: string[] | undefined;
     // RFC 6265 section 4.2.1: cookie-string = cookie-pair *( ";" SP cookie-pair ). Browsers send exactly that;
     // anything else is read leniently, and a pair that is not ours is skipped, never an error.
@@ -390,32 +389,38 @@ export class SessionCore implements RequestHost {
             (duplicates ??= []).push(name);
           } else {
             seen.push(name);
-            const value = trimmed(header, eq + 1, end);
-            // The cheap length check first, and at most maxCookies HMACs whatever the header holds.
-            if (value.length === SIGNED_VALUE_LENGTH && checks < this.#maxCookies) {
-              checks++;
-              const verified = signer.verify(name, value);
-              if (verified !== undefined) found.push({ key: name, id: verified.id, oldSecret: verified.stale });
-            }
+            values.push([eq + 1, end]);
           }
         }
       }
       start = end + 1;
     }
-    if (duplicates !== undefined) return this.#withoutDuplicates(found, duplicates);
+    // Verified only once the whole header is read: a name sent twice means no session for it, so its
+    // values cost no HMAC (a header of one registered name 180 times cost nine of them per secret).
+    const found: RecordTarget[] = [];
+    let checks = 0;
+    for (let i = 0; i < seen.length; i++) {
+      const name = seen[i]!;
+      if (duplicates?.includes(name) === true) continue;
+      const value = trimmed(header, values[i]![0], values[i]![1]);
+      // The cheap length check first, and at most maxCookies HMACs whatever the header holds.
+      if (value.length !== SIGNED_VALUE_LENGTH || checks >= this.#maxCookies) continue;
+      checks++;
+      const verified = signer.verify(name, value);
+      if (verified !== undefined) found.push({ key: name, id: verified.id, oldSecret: verified.stale });
+    }
+    if (duplicates !== undefined) this.#warnDuplicates(duplicates);
     return found.length > 1 ? found.sort(byKey) : found;
   }
 
-  #withoutDuplicates(found: RecordTarget[], duplicates: readonly string[]): RecordTarget[] {
+  #warnDuplicates(duplicates: readonly string[]): void {
     const now = Date.now();
-    if (now - this.#duplicateWarnedAt >= DUPLICATE_WARNING_INTERVAL_MS) {
-      this.#duplicateWarnedAt = now;
-      this.logger.warn(
-        `persist-session: a request carried the cookie ${[...new Set(duplicates)].join(", ")} more than once (one may have been set by another subdomain); it got fresh state. ` +
-          "Use a __Host- prefixed key in production so no other host can set it.",
-      );
-    }
-    return found.filter((cookie) => !duplicates.includes(cookie.key)).sort(byKey);
+    if (now - this.#duplicateWarnedAt < DUPLICATE_WARNING_INTERVAL_MS) return;
+    this.#duplicateWarnedAt = now;
+    this.logger.warn(
+      `persist-session: a request carried the cookie ${[...new Set(duplicates)].join(", ")} more than once (one may have been set by another subdomain); it got fresh state. ` +
+        "Use a __Host- prefixed key in production so no other host can set it.",
+    );
   }
 
   isDueForRefresh(updatedAt: number): boolean {
