@@ -48,6 +48,29 @@ function start(api: Api, options: Parameters<Api["persistSession"]>[0] = {}) {
   return sessions;
 }
 
+/**
+ * 20 concurrent read-await-write increments of one browser, alternating between the two
+ * `persistSession()` results: every one counts (+20) only if they share one engine.
+ */
+async function expectTwentyIncrements(both: ReturnType<typeof start>[], Counter: new () => { count: number }): Promise<void> {
+  const handlers = both.map((sessions) =>
+    sessions.fetch(async (request) => {
+      const counter = new Counter();
+      if (request.method === "POST") {
+        const seen = counter.count;
+        await new Promise((resolve) => setImmediate(resolve)); // the other one's requests run meanwhile
+        counter.count = seen + 1;
+      }
+      return new Response(String(counter.count));
+    }),
+  );
+  const post = (i: number, cookie?: string) => handlers[i % 2]!(new Request("http://localhost/", { method: "POST", headers: cookie === undefined ? {} : { cookie } }));
+  const cookie = (await post(0)).headers.getSetCookie()[0]!.split(";")[0]!;
+  const counts = await Promise.all(Array.from({ length: 20 }, (_, i) => post(i, cookie).then((response) => response.text())));
+  expect(counts.map(Number).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
+  for (const handler of handlers) expect(await (await handler(new Request("http://localhost/", { headers: { cookie } }))).text()).toBe("21");
+}
+
 describe("two copies of the package in one process", () => {
   it("are separate copies: each has its own classes", () => {
     expect(a.FileStore).not.toBe(b.FileStore);
@@ -60,22 +83,7 @@ describe("two copies of the package in one process", () => {
         count = 0;
       },
     );
-    const handlers = [start(a), start(b)].map((sessions) =>
-      sessions.fetch(async (request) => {
-        const counter = new Counter();
-        if (request.method === "POST") {
-          const seen = counter.count;
-          await new Promise((resolve) => setImmediate(resolve)); // the other copy's requests run meanwhile
-          counter.count = seen + 1;
-        }
-        return new Response(String(counter.count));
-      }),
-    );
-    const post = (i: number, cookie?: string) => handlers[i % 2]!(new Request("http://localhost/", { method: "POST", headers: cookie === undefined ? {} : { cookie } }));
-    const cookie = (await post(0)).headers.getSetCookie()[0]!.split(";")[0]!;
-    const counts = await Promise.all(Array.from({ length: 20 }, (_, i) => post(i, cookie).then((response) => response.text())));
-    expect(counts.map(Number).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
-    for (const handler of handlers) expect(await (await handler(new Request("http://localhost/", { headers: { cookie } }))).text()).toBe("21");
+    await expectTwentyIncrements([start(a), start(b)], Counter);
     expect((await readdir(dir)).filter((name) => /^[0-9a-f-]{36}$/.test(name))).toHaveLength(1);
   });
 
@@ -119,22 +127,7 @@ describe("two persistSession() calls of one copy on one directory", () => {
 
   it("share one engine: 20 concurrent increments through both end at +20", async () => {
     const Counter = counter(a, "same-copy-counter");
-    const handlers = [start(a), start(a)].map((sessions) =>
-      sessions.fetch(async (request) => {
-        const state = new Counter();
-        if (request.method === "POST") {
-          const seen = state.count;
-          await new Promise((resolve) => setImmediate(resolve)); // the other call's requests run meanwhile
-          state.count = seen + 1;
-        }
-        return new Response(String(state.count));
-      }),
-    );
-    const post = (i: number, cookie?: string) => handlers[i % 2]!(new Request("http://localhost/", { method: "POST", headers: cookie === undefined ? {} : { cookie } }));
-    const cookie = (await post(0)).headers.getSetCookie()[0]!.split(";")[0]!;
-    const counts = await Promise.all(Array.from({ length: 20 }, (_, i) => post(i, cookie).then((response) => response.text())));
-    expect(counts.map(Number).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
-    for (const handler of handlers) expect(await (await handler(new Request("http://localhost/", { headers: { cookie } }))).text()).toBe("21");
+    await expectTwentyIncrements([start(a), start(a)], Counter);
   });
 
   it("close the engine with the last of them, and a restart after that gets a new one that reads the directory", async () => {
