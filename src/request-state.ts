@@ -113,6 +113,8 @@ class Binding implements ChangeSink {
   rotate = false;
   /** A read-only request's copy of what is stored, read without a lock. */
   snapshot: Record<string, unknown> | undefined;
+  /** What the commit serialized of the record, for its write: a field, not a Map per commit (one allocation less on every commit). */
+  serialized: { data: string; bytes: number } | undefined;
 
   constructor(
     readonly request: RequestState,
@@ -474,7 +476,6 @@ export class RequestState implements StateContext {
     const now = Date.now();
     const { maxLifetimeMs } = this.host;
     // Serialize (and check) everything first: a record that cannot be stored fails the request before anything is queued.
-    const snapshots = new Map<Binding, { data: string; bytes: number }>();
     let checked: Promise<void> | undefined;
     try {
       for (const binding of this.#bindings.values()) {
@@ -482,7 +483,7 @@ export class RequestState implements StateContext {
         if (entry === undefined) continue;
         if (maxLifetimeMs !== undefined && (binding.state === "changed" || binding.state === "refresh" || binding.rotate)) entry.createdAt ??= now;
         const rewrite = binding.state === "changed" || binding.rotate || (binding.state === "refresh" && (entry.stored === undefined || maxLifetimeMs !== undefined));
-        if (rewrite) snapshots.set(binding, this.#serialize(binding, entry));
+        binding.serialized = rewrite ? this.#serialize(binding, entry) : undefined;
       }
       // One boolean for every class without validate: "always": their commits take no extra step.
       if (this.#checksCommits) checked = this.#check();
@@ -495,7 +496,7 @@ export class RequestState implements StateContext {
     if (checked === undefined) {
       const writes: Array<Promise<void>> = [];
       try {
-        this.#result = this.#done(cookies, writes, this.#settle(cookies, writes, snapshots, now));
+        this.#result = this.#done(cookies, writes, this.#settle(cookies, writes, now));
       } catch (error) {
         for (const write of writes) write.catch(() => undefined);
         throw error;
@@ -504,11 +505,11 @@ export class RequestState implements StateContext {
     }
     // An asynchronous check: the cookies are decided now (the adapter sends them only once `stored`
     // resolves), the store is told nothing and every lock stays held until the check has passed.
-    const rotatedAway = this.#settle(cookies, undefined, snapshots, now);
+    const rotatedAway = this.#settle(cookies, undefined, now);
     const stored = checked.then(
       () => {
         const writes: Array<Promise<void>> = [];
-        this.#settle(undefined, writes, snapshots, now);
+        this.#settle(undefined, writes, now);
         return this.#done(cookies, writes, rotatedAway).stored;
       },
       (error: unknown) => {
@@ -527,7 +528,7 @@ export class RequestState implements StateContext {
    * released. A commit does both in one pass; one that waits for an
    * asynchronous check does the first at once and the second once it passed.
    */
-  #settle(cookies: SetCookie[] | undefined, writes: Array<Promise<void>> | undefined, snapshots: Map<Binding, { data: string; bytes: number }>, now: number): RecordEntry[] | undefined {
+  #settle(cookies: SetCookie[] | undefined, writes: Array<Promise<void>> | undefined, now: number): RecordEntry[] | undefined {
     const { records } = this.host;
     /** Records a rotation left behind: deleted once the response with the new cookies is out. */
     let rotatedAway: RecordEntry[] | undefined;
@@ -566,7 +567,8 @@ export class RequestState implements StateContext {
           // generation; a returning browser's cookie is kept from its next commit.
           const fresh = entry!.version === 0;
           if (writes !== undefined) {
-            const snapshot = snapshots.get(binding) ?? { data: entry!.stored!.data, bytes: entry!.bytes };
+            const snapshot = binding.serialized ?? { data: entry!.stored!.data, bytes: entry!.bytes };
+            binding.serialized = undefined;
             writes.push(this.#write(entry!, binding.key, snapshot, now));
           }
           if (cookies !== undefined && !binding.userScoped) cookies.push(this.#liveCookie(binding.key, entry!.id, !fresh));

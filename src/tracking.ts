@@ -311,15 +311,28 @@ class Traps implements ProxyHandler<object> {
 
 /** Hands out tracking proxies over one instance's object graph, one proxy per object. */
 export class Tracker {
-  readonly #proxies = new WeakMap<object, object>();
+  /**
+   * The first object tracked (the instance) and its proxy, then a WeakMap for any others: a
+   * request that touches only top-level fields makes one proxy, and a WeakMap per request cost
+   * an allocation and the collector's ephemeron work on every hot request.
+   */
+  #firstRaw: object | undefined;
+  #firstProxy: object | undefined;
+  #proxies: WeakMap<object, object> | undefined;
 
   constructor(readonly sink: ChangeSink) {}
 
   track<T extends object>(raw: T, path: string): T {
-    const existing = this.#proxies.get(raw);
+    if (raw === this.#firstRaw) return this.#firstProxy as T;
+    const existing = this.#proxies?.get(raw);
     if (existing !== undefined) return existing as T;
     const proxy = new Proxy(raw, new Traps(this, kindOf(raw), path, raw) as ProxyHandler<T>);
-    this.#proxies.set(raw, proxy);
+    if (this.#firstRaw === undefined) {
+      this.#firstRaw = raw;
+      this.#firstProxy = proxy;
+    } else {
+      (this.#proxies ??= new WeakMap()).set(raw, proxy);
+    }
     return proxy;
   }
 
