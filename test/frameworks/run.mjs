@@ -7,7 +7,7 @@
 //
 // Run by .ci/run after the main suite; `npm test` stays fast without them.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,6 +16,9 @@ const ROOT = join(HERE, "..", "..");
 const GENERATED = join(ROOT, "test", ".generated");
 /** Where every app's package.json points: "persist-session": "file:../../.generated/persist-session.tgz". */
 const TARBALL = join(GENERATED, "persist-session.tgz");
+
+/** The server-framework apps: their src/state.ts is lib/server-state.ts, copied in before each run. */
+const SHARED_STATE = new Set(["express", "fastify", "h3", "hono", "koa", "nest"]);
 
 const wanted = process.argv.slice(2);
 const apps = readdirSync(HERE, { withFileTypes: true })
@@ -43,6 +46,7 @@ for (const app of apps) {
   console.log(`\n=== ${app}`);
   // From scratch every time: no node_modules or build output of an earlier run.
   for (const leftover of ["node_modules", "package-lock.json"]) rmSync(join(cwd, leftover), { recursive: true, force: true });
+  if (SHARED_STATE.has(app)) copyFileSync(join(HERE, "lib", "server-state.ts"), join(cwd, "src", "state.ts"));
   const steps = [
     ["install", "npm", ["install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"]],
     ["check", process.execPath, ["check.mjs"]],

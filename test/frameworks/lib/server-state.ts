@@ -1,3 +1,7 @@
+// The state and sessions of the server-framework apps (express, fastify, h3, hono, koa, nest):
+// run.mjs copies this file to each one's src/state.ts before installing it, so the apps check
+// one and the same class and options. (Each app must install the packed tarball itself, so
+// importing it from here would reach the repository's build instead.)
 import { FileStore, persist, persistSession } from "persist-session";
 
 @persist("app-state")
