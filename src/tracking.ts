@@ -186,18 +186,17 @@ function refuseView(path: string): never {
  * closures cost ten allocations for every object a request touched (a tracked todo list is a
  * proxy per todo read), and a sixth of a hot request's allocated bytes.
  */
-class Traps implements ProxyHandler<object> {
+class Traps implements ProxyHandler<object>, Proxied {
   readonly plain: boolean;
-  readonly proxied: Proxied;
 
   constructor(
     readonly tracker: Tracker,
     readonly kind: Kind,
     readonly path: string,
-    raw: object,
+    /** The object behind the proxy: the traps themselves answer {@link kProxied}. */
+    readonly raw: object,
   ) {
     this.plain = kind === "object" || kind === "array";
-    this.proxied = { raw, tracker };
   }
 
   childPath(prop: string | symbol): string {
@@ -223,7 +222,7 @@ class Traps implements ProxyHandler<object> {
   }
 
   get(target: object, prop: string | symbol, receiver: unknown): unknown {
-    if (prop === kProxied) return this.proxied;
+    if (prop === kProxied) return this;
     const { kind, path } = this;
     if (prop === "__proto__") refuseProto(path);
     if (this.plain) {
