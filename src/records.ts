@@ -2,6 +2,13 @@ import { CorruptRecordError, type Lease, type SessionStore, type StoredRecord } 
 import type { Logger } from "./logger.js";
 import { splitVersion } from "./versioning.js";
 
+/**
+ * Writes of one record a store that applies them in order may have unanswered at once. More
+ * than one lets a busy record be written once per commit instead of once per round trip; a few
+ * are enough for that, and past them commits still coalesce into one write.
+ */
+const ORDERED_WRITES_IN_FLIGHT = 4;
+
 /** First and longest pause between attempts to take a lease another process holds. */
 const LEASE_POLL_MIN_MS = 4;
 const LEASE_POLL_MAX_MS = 50;
@@ -23,6 +30,8 @@ interface Batch {
  * allocates no closures of its own (the write path runs on every commit).
  */
 interface WriteTarget {
+  /** How many writes of one record may be unanswered at once: 1, or more for a store that applies them in order. */
+  readonly inFlight: number;
   apply(entry: RecordEntry, op: WriteOp): Promise<void>;
   /** After `op` is stored, before its waiters hear of it; never throws. */
   stored(entry: RecordEntry, op: WriteOp): void;
@@ -51,8 +60,11 @@ interface LockWaiter {
  * runs until its response commits. At commit its changes are snapshotted and
  * the lock passes on at once; the response is held until a write containing
  * the snapshot is stored. Overlapping requests share writes, never lose them.
- * If a write fails, every response waiting on it or on a later queued write
- * fails (500), and the next request re-reads the record from the store: a
+ * A store that applies a record's writes in order ({@link SessionStore.writesInOrder})
+ * has several in flight: each is a whole snapshot, later than the one before,
+ * so the last one stored is the newest whatever answers first.
+ * If a write fails, every response waiting on it or on a later write not yet
+ * sent fails (500), and the next request re-reads the record from the store: a
  * failed response's change may or may not be stored, a successful one's is.
  */
 export class RecordEntry {
@@ -60,7 +72,9 @@ export class RecordEntry {
   /** The request holding the lock, when it said who it is. */
   #holder: LockHolder | undefined;
   readonly #lockQueue: LockWaiter[] = [];
-  #writing: Batch | undefined;
+  /** Writes sent and not yet answered. */
+  #writing = 0;
+  /** The write the next answer lets start: what was committed while {@link #writing} was at its limit. */
   #pending: Batch | undefined;
   readonly #idleWaiters: Array<() => void> = [];
 
@@ -97,7 +111,7 @@ export class RecordEntry {
   }
 
   get busy(): boolean {
-    return this.#locked || this.#writing !== undefined;
+    return this.#locked || this.#writing > 0;
   }
 
   /** Takes the lock now if it is free. */
@@ -165,7 +179,7 @@ export class RecordEntry {
   enqueue(op: WriteOp, target: WriteTarget): Promise<void> {
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject };
-      if (this.#writing === undefined) {
+      if (this.#writing < target.inFlight) {
         this.#start({ op, waiters: [waiter] }, target);
       } else if (this.#pending === undefined) {
         this.#pending = { op, waiters: [waiter] };
@@ -178,14 +192,15 @@ export class RecordEntry {
 
   /** Resolves when no write is in flight or queued. */
   idle(): Promise<void> {
-    if (this.#writing === undefined) return Promise.resolve();
+    if (this.#writing === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   #start(batch: Batch, target: WriteTarget): void {
-    this.#writing = batch;
+    this.#writing++;
     const failed = (error: unknown) => {
-      // Later queued snapshots were built on the failed one: fail them too.
+      // The write not yet sent was built on the failed one's copy: fail it too. Writes already
+      // sent settle by their own answers (each holds a whole snapshot, this one's changes too).
       const waiters = [...batch.waiters, ...(this.#pending?.waiters ?? [])];
       this.#pending = undefined;
       this.stale = true;
@@ -206,12 +221,12 @@ export class RecordEntry {
   }
 
   #next(target: WriteTarget): void {
-    this.#writing = undefined;
+    this.#writing--;
     const pending = this.#pending;
     this.#pending = undefined;
     if (pending !== undefined) {
       this.#start(pending, target);
-    } else {
+    } else if (this.#writing === 0) {
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
     }
     target.settled(this);
@@ -241,6 +256,7 @@ export class RecordManager {
     readonly options: RecordManagerOptions,
   ) {
     this.#writeTarget = {
+      inFlight: store.writesInOrder === true ? ORDERED_WRITES_IN_FLIGHT : 1,
       // A store returning something other than a Promise still counts as done.
       apply: (entry, op) => Promise.resolve(this.#apply(entry.id, op, entry.lease)),
       stored: (entry, op) => {

@@ -42,6 +42,12 @@ export type { RedisSubscriberLike } from "./redis-subscriber.js";
  *   leaseTime (5 s by default), below lockTimeout, so it is served late rather than refused.
  * - Fencing is unchanged: a process stalled past its lease has its write refused (LeaseLostError,
  *   a 503), kept or not, since its token no longer holds the lease key.
+ * - Writes in flight: a busy record's next WRITE is sent before the one before it is answered
+ *   (up to four; see SessionStore.writesInOrder). Redis runs one connection's commands in the
+ *   order they came, and each WRITE holds the whole record, so the last one applied is the
+ *   newest. Fenced scripts go by EVAL, not EVALSHA, so none is ever sent a second time behind a
+ *   later write's back after Redis lost its script cache. Ten requests on one cookie then cost
+ *   about one round trip each in latency, not ten round trips queued one behind another.
  */
 
 /**
@@ -224,6 +230,8 @@ return 0`);
  */
 export class RedisStore implements SessionStore {
   readonly shared = true;
+  /** A record's writes go in order on the client's one connection, fenced scripts by EVAL (never retried): see {@link SessionStore.writesInOrder}. */
+  readonly writesInOrder = true;
   readonly prefix: string;
   // TS-private, not #private: apps wrap stores with Object.create(store) to
   // count or log calls, and #private fields are not reachable through a wrapper.
@@ -461,7 +469,7 @@ export class RedisStore implements SessionStore {
   /** Runs a record script guarded by `lease`'s token; throws {@link LeaseLostError} when the script refused. */
   private async fenced(code: Script, id: string, lease: Lease | undefined, extraKeys: string[], args: string[]): Promise<RenewedLease | undefined> {
     const fence = ownLease(this.leaseBackend, "RedisStore", id, lease);
-    const applied = await this.redis.script(code, [this.recordKey(id), this.leaseKey(id), ...extraKeys], [fence?.token ?? "", ...args]);
+    const applied = await this.redis.evaluate(code, [this.recordKey(id), this.leaseKey(id), ...extraKeys], [fence?.token ?? "", ...args]);
     if (applied === 1) return fence;
     throw leaseLostError(id, fence, this.leaseTime, "Redis", "RedisStore", "or Redis restarted without its data");
   }
@@ -512,6 +520,16 @@ class RedisCommands {
         return this.client.sendCommand(["EVAL", code.source, ...tail]);
       }),
     );
+  }
+
+  /**
+   * EVAL, never EVALSHA: for the record's fenced scripts, of which several may be in flight. An
+   * EVALSHA that met a script cache Redis had lost (a restart, SCRIPT FLUSH) would be sent again
+   * after a later write of the same record, and could then overwrite it with older data. Redis
+   * caches what EVAL runs by its hash, so this costs only the script's few hundred bytes.
+   */
+  evaluate(code: Script, keys: string[], args: string[]): Promise<unknown> {
+    return this.guard(() => this.client.sendCommand(["EVAL", code.source, String(keys.length), ...keys, ...args]));
   }
 
   /** Runs `run` (commands on this client or a connection beside it) with those guards; errors become store errors. */
