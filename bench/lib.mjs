@@ -12,8 +12,9 @@ export const DATA_DIR = join(BENCH_DIR, ".data");
 export const SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz";
 
 /** Starts `script` as a child process and resolves once it reports its port over IPC. */
-export function startChild(script, args, { execArgv = [], env = {}, timeoutMs = 30_000 } = {}) {
+export function startChild(script, args, { execPath, execArgv = [], env = {}, timeoutMs = 30_000 } = {}) {
   const child = fork(script, args, {
+    execPath,
     execArgv,
     env: { ...process.env, BENCH_SECRET: SECRET, ...env },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
