@@ -9,6 +9,14 @@ import { splitVersion } from "./versioning.js";
  */
 const ORDERED_WRITES_IN_FLIGHT = 4;
 
+/**
+ * How long the last write sent must have waited for its answer before a commit is sent beside it
+ * rather than queued behind it. Below a store's round trip, commits queue and coalesce as for any
+ * store (on loopback Redis, sending each at once cost 40 % more CPU per request: more writes, each
+ * carrying fewer commits); through a network, one more write is sent about every this long.
+ */
+const PIPELINE_AFTER_MS = 0.5;
+
 /** First and longest pause between attempts to take a lease another process holds. */
 const LEASE_POLL_MIN_MS = 4;
 const LEASE_POLL_MAX_MS = 50;
@@ -74,6 +82,8 @@ export class RecordEntry {
   readonly #lockQueue: LockWaiter[] = [];
   /** Writes sent and not yet answered. */
   #writing = 0;
+  /** When the last write was sent (`performance.now()`), for a store that may have several in flight. */
+  #sentAt = 0;
   /** The write the next answer lets start: what was committed while {@link #writing} was at its limit. */
   #pending: Batch | undefined;
   readonly #idleWaiters: Array<() => void> = [];
@@ -175,17 +185,29 @@ export class RecordEntry {
     next.resolve();
   }
 
-  /** Queues `op` behind the write in flight; queued ops coalesce, the last one wins. */
+  /**
+   * Queues `op` behind the write in flight; queued ops coalesce, the last one wins. A store that
+   * applies writes in order gets the queued one sent early, beside those in flight, once the last
+   * one sent has waited {@link PIPELINE_AFTER_MS}: a slow round trip no longer holds every commit
+   * behind it, while a quick one still gathers the commits made meanwhile into one write.
+   */
   enqueue(op: WriteOp, target: WriteTarget): Promise<void> {
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject };
-      if (this.#writing < target.inFlight) {
+      if (this.#writing === 0) {
         this.#start({ op, waiters: [waiter] }, target);
-      } else if (this.#pending === undefined) {
+        return;
+      }
+      if (this.#pending === undefined) {
         this.#pending = { op, waiters: [waiter] };
       } else {
         this.#pending.op = op;
         this.#pending.waiters.push(waiter);
+      }
+      if (this.#writing < target.inFlight && performance.now() - this.#sentAt >= PIPELINE_AFTER_MS) {
+        const pending = this.#pending;
+        this.#pending = undefined;
+        this.#start(pending, target);
       }
     });
   }
@@ -198,6 +220,7 @@ export class RecordEntry {
 
   #start(batch: Batch, target: WriteTarget): void {
     this.#writing++;
+    if (target.inFlight > 1) this.#sentAt = performance.now();
     const failed = (error: unknown) => {
       // The write not yet sent was built on the failed one's copy: fail it too. Writes already
       // sent settle by their own answers (each holds a whole snapshot, this one's changes too).
