@@ -1,7 +1,9 @@
 /**
  * The node:http response gate on its own (src/adapters/response-gate.ts): what
  * it holds, when it lets go, and what it drops after a failure, over a real
- * node:http server and a stand-in for the request it guards.
+ * node:http server and a stand-in for the request it guards. Each case runs on
+ * node's own response and on one whose prototype was replaced, as Express does
+ * per request (the gate installs other functions there).
  */
 import http from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
@@ -40,7 +42,13 @@ function owner(options: { failCommit?: Error } = {}) {
   return { gateOwner, calls, store: () => store(), refuse: (error: Error) => refuse(error) };
 }
 
-describe("ResponseGate", () => {
+/** Express's way: a prototype of its own over ServerResponse's, set on each response. */
+const replacedPrototype = Object.create(http.ServerResponse.prototype, { app: { value: "an app" } }) as object;
+
+describe.each([
+  ["node's own response", (res: http.ServerResponse) => res],
+  ["a response whose prototype was replaced", (res: http.ServerResponse) => Object.setPrototypeOf(res, replacedPrototype) as http.ServerResponse],
+])("ResponseGate on %s", (_name, prepare) => {
   let server: TestServer | undefined;
   afterEach(async () => {
     await server?.close();
@@ -50,7 +58,8 @@ describe("ResponseGate", () => {
   it("commits at the first write with the status, holds every call until stored, then sends them in order with the cookie", async () => {
     const control = owner();
     const phases: string[] = [];
-    server = await listen((req, res) => {
+    server = await listen((req, plain) => {
+      const res = prepare(plain);
       control.gateOwner.res = res;
       const gate = new ResponseGate(res, control.gateOwner);
       res.statusCode = 201;
@@ -75,7 +84,8 @@ describe("ResponseGate", () => {
 
   it("merges its cookie into writeHead's own headers and passes writeHead's status", async () => {
     const control = owner();
-    server = await listen((req, res) => {
+    server = await listen((req, plain) => {
+      const res = prepare(plain);
       control.gateOwner.res = res;
       new ResponseGate(res, control.gateOwner);
       res.writeHead(503, { "Set-Cookie": "app=1", "content-type": "text/plain" }).end("x");
@@ -90,7 +100,8 @@ describe("ResponseGate", () => {
   it("answers a failed write with the owner's failure and drops what the handler writes after it", async () => {
     const control = owner();
     const errors: unknown[] = [];
-    server = await listen((req, res) => {
+    server = await listen((req, plain) => {
+      const res = prepare(plain);
       control.gateOwner.res = res;
       res.on("error", (error) => errors.push(error));
       const gate = new ResponseGate(res, control.gateOwner);
@@ -112,7 +123,8 @@ describe("ResponseGate", () => {
 
   it("answers a commit that throws, without sending the handler's response", async () => {
     const control = owner({ failCommit: new Error("too large") });
-    server = await listen((req, res) => {
+    server = await listen((req, plain) => {
+      const res = prepare(plain);
       control.gateOwner.res = res;
       new ResponseGate(res, control.gateOwner);
       res.end("the handler's answer");
@@ -121,5 +133,33 @@ describe("ResponseGate", () => {
     expect(response.status).toBe(500);
     expect(await response.text()).toBe("failed");
     expect(response.headers.getSetCookie()).toEqual([]);
+  });
+});
+
+describe("ResponseGate on a response whose prototype was replaced", () => {
+  it("says what is wrong when a gated method is called without the response as `this`", async () => {
+    const control = owner();
+    let detached: unknown;
+    const server = await listen((req, plain) => {
+      const res = Object.setPrototypeOf(plain, replacedPrototype) as http.ServerResponse;
+      control.gateOwner.res = res;
+      new ResponseGate(res, control.gateOwner);
+      const { write } = res;
+      try {
+        write.call(undefined as never, "x");
+      } catch (error) {
+        detached = error;
+      }
+      res.end("ok");
+      control.store();
+    });
+    try {
+      const response = await fetch(server.url);
+      expect(await response.text()).toBe("ok");
+      expect(detached).toBeInstanceOf(TypeError);
+      expect((detached as Error).message).toMatch(/without the response it belongs to as `this`/);
+    } finally {
+      await server.close();
+    }
   });
 });

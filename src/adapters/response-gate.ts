@@ -1,7 +1,11 @@
-import type { OutgoingHttpHeaders, ServerResponse } from "node:http";
+import { ServerResponse, type OutgoingHttpHeaders } from "node:http";
 import type { CommitResult } from "../request-state.js";
 
 type Method = (this: ServerResponse, ...args: unknown[]) => unknown;
+
+/** Where a response gated by the shared methods finds its gate. */
+const GATE = Symbol("persist-session.gate");
+type GatedResponse = ServerResponse & { [GATE]?: ResponseGate };
 
 /** A call on the response held while the state is being stored. */
 interface HeldCall {
@@ -33,6 +37,13 @@ export interface GateOwner {
  * response and pass calls on once stored: putting the originals back cost as
  * much as the gating (Express changes `res`'s prototype per request, after
  * which every property store on it is slow; bench/README.md).
+ *
+ * On node's own responses the gates are closures over the gate. On a response
+ * whose prototype was replaced (Express's, every request), four new function
+ * objects per request made V8 build new hidden classes for it each time: 7.5 %
+ * of an Express request's instructions (bench/instructions.mjs). There the
+ * gates are the same four functions for every response, finding the gate
+ * under a symbol of the response they are called on.
  */
 export class ResponseGate {
   phase: GatePhase = "open";
@@ -51,6 +62,11 @@ export class ResponseGate {
     this.#write = mutable.write;
     this.#end = mutable.end;
     this.#flushHeaders = mutable.flushHeaders;
+    if (Reflect.getPrototypeOf(res) !== ServerResponse.prototype) {
+      (res as GatedResponse)[GATE] = this;
+      Object.assign(mutable, ResponseGate.#shared);
+      return;
+    }
     const gate = this;
     mutable.writeHead = function writeHead(...args) {
       return gate.#call(gate.#writeHead, args, res);
@@ -64,6 +80,33 @@ export class ResponseGate {
     mutable.flushHeaders = function flushHeaders(...args) {
       return gate.#call(gate.#flushHeaders, args, undefined);
     };
+  }
+
+  /** The gates of every response whose prototype is not node's own (see the class's comment). */
+  static readonly #shared: Record<"writeHead" | "write" | "end" | "flushHeaders", Method> = {
+    writeHead(...args) {
+      const gate = ResponseGate.#of(this);
+      return gate.#call(gate.#writeHead, args, this);
+    },
+    write(...args) {
+      const gate = ResponseGate.#of(this);
+      return gate.#call(gate.#write, args, true);
+    },
+    end(...args) {
+      const gate = ResponseGate.#of(this);
+      return gate.#call(gate.#end, args, this);
+    },
+    flushHeaders(...args) {
+      const gate = ResponseGate.#of(this);
+      return gate.#call(gate.#flushHeaders, args, undefined);
+    },
+  };
+
+  static #of(res: GatedResponse | undefined): ResponseGate {
+    const gate = res?.[GATE];
+    // As with node's own methods, a call that is not on the response (detached, or copied to another object) cannot work.
+    if (gate === undefined) throw new TypeError("persist-session: a response method was called without the response it belongs to as `this`.");
+    return gate;
   }
 
   /** Answers `error` (a failed handler) unless the response is already failed; later calls are dropped. */
