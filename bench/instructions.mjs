@@ -5,6 +5,8 @@
 //   node bench/instructions.mjs A B [variant …]    snapshots of `node bench/ab.mjs snapshot NAME`
 //   BENCH_REQUESTS (default 4000) counted per measurement, after BENCH_WARMUP_REQUESTS (default 6000)
 //   BENCH_ROUNDS (default 2), BENCH_SCENARIOS (default hot,new); variants as in ab.mjs (ps-memory-http)
+//   BENCH_KEEP_DUMPS=1 keeps each callgrind dump and prints its path, for `callgrind_annotate`
+//   (functions of node and V8 by name; JavaScript compiled at run time shows as addresses)
 //
 // The server runs under `valgrind --tool=callgrind` with node's --single-threaded (no compiler or GC
 // threads, whose share would vary), instrumentation off until the warm-up is done; then counting is
@@ -21,6 +23,7 @@ if (a === undefined || b === undefined) throw new Error("usage: node bench/instr
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
 const WARMUP = Number(process.env.BENCH_WARMUP_REQUESTS ?? 6000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const KEEP_DUMPS = process.env.BENCH_KEEP_DUMPS === "1";
 const scenarios = (process.env.BENCH_SCENARIOS ?? "hot,new").split(",");
 const variants = variantIds.length > 0 ? variantIds : ["ps-memory-http"];
 const libraries = [a, b].map((name) => join(BENCH_DIR, ".data", "ab", name));
@@ -48,17 +51,19 @@ async function count(variant, scenario, library) {
     execFileSync("callgrind_control", ["-i", "on", String(server.child.pid)], { stdio: "ignore" });
     await send(port, REQUESTS, cookie);
     execFileSync("callgrind_control", ["-d", String(server.child.pid)], { stdio: "ignore" });
-    const dumps = readdirSync(outDir).filter((name) => name.startsWith("callgrind.out.") && /\.\d+$/.test(name));
+    // The dump callgrind_control asked for (`callgrind.out.<pid>.1`), not the one written at exit.
+    const dumps = readdirSync(outDir).filter((name) => /^callgrind\.out\.\d+\.\d+$/.test(name));
     let total = 0;
     for (const name of dumps) {
       const summary = /^summary: (\d+)/m.exec(readFileSync(join(outDir, name), "utf8"));
       if (summary) total += Number(summary[1]);
     }
     if (total === 0) throw new Error(`bench: no callgrind dump in ${outDir}`);
+    if (KEEP_DUMPS) console.log(`callgrind dump: ${dumps.map((name) => join(outDir, name)).join(" ")}`);
     return total / REQUESTS;
   } finally {
     await server.stop();
-    rmSync(outDir, { recursive: true, force: true });
+    if (!KEEP_DUMPS) rmSync(outDir, { recursive: true, force: true });
   }
 }
 
