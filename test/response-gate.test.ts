@@ -146,7 +146,7 @@ describe("ResponseGate on a response whose prototype was replaced", () => {
       new ResponseGate(res, control.gateOwner);
       const { write } = res;
       try {
-        write.call(undefined as never, "x");
+        Reflect.apply(write, undefined, ["x"]);
       } catch (error) {
         detached = error;
       }
