@@ -121,6 +121,32 @@ describe.each([
     expect(errors).toEqual([]);
   });
 
+  it("holds the response for a second gate on it too (two middlewares) and sends it once, after both are stored", async () => {
+    const first = owner();
+    const second = owner();
+    let bothStored = false;
+    server = await listen((req, plain) => {
+      const res = prepare(plain);
+      first.gateOwner.res = res;
+      second.gateOwner.res = res;
+      new ResponseGate(res, first.gateOwner);
+      new ResponseGate(res, second.gateOwner);
+      res.end("once");
+      setTimeout(() => {
+        second.store();
+        setTimeout(() => {
+          bothStored = true;
+          first.store();
+        }, 20);
+      }, 20);
+    });
+    const response = await fetch(server.url);
+    expect(await response.text()).toBe("once");
+    expect(bothStored).toBe(true);
+    expect(response.headers.getSetCookie()).toEqual([cookie.header, cookie.header]);
+    expect([first.calls.statuses, second.calls.statuses]).toEqual([[200], [200]]);
+  });
+
   it("answers a commit that throws, without sending the handler's response", async () => {
     const control = owner({ failCommit: new Error("too large") });
     server = await listen((req, plain) => {
