@@ -1,5 +1,6 @@
 import type { RecordChange } from "../change-feed.js";
 import { isUuidV4 } from "../cookie-signing.js";
+import { jsonFields } from "./json-fields.js";
 
 /**
  * The text a shared store sends other processes about a stored write (Redis
@@ -13,14 +14,9 @@ export function formatChange(change: RecordChange): string {
 
 /** A change notice as {@link formatChange} wrote it, or `undefined` for anything else. */
 export function parseChange(message: string): RecordChange | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(message);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const { id, key, version } = value as Record<string, unknown>;
+  const fields = jsonFields(message);
+  if (fields === undefined) return undefined;
+  const { id, key, version } = fields;
   if (typeof id !== "string" || !isUuidV4(id) || typeof key !== "string" || !Number.isSafeInteger(version) || (version as number) < 0) return undefined;
   return { id, key, version: version as number };
 }

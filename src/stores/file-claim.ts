@@ -4,6 +4,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { threadId } from "node:worker_threads";
 import { isCode, OPEN_NO_FOLLOW, unsafeFileReason } from "./file-system.js";
+import { jsonFields } from "./json-fields.js";
 
 /**
  * One process per FileStore directory (#17). A FileStore caches records and locks them
@@ -119,14 +120,9 @@ function unsafeClaim(path: string, reason: string): Error {
 
 /** A claim's fields; `undefined` for bytes no FileStore wrote (only a power cut mid-write can leave those, and it killed the writer). */
 function parseClaim(text: string): ClaimContent | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const { pid, start, host, boot, thread, nonce, since } = value as Record<string, unknown>;
+  const fields = jsonFields(text);
+  if (fields === undefined) return undefined;
+  const { pid, start, host, boot, thread, nonce, since } = fields;
   if (!Number.isSafeInteger(pid) || typeof host !== "string" || typeof nonce !== "string" || !Number.isSafeInteger(thread) || typeof since !== "string") return undefined;
   return {
     pid: pid as number,
