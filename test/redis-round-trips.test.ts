@@ -40,6 +40,22 @@ function counting(client: TestRedisClient, { subscriber = true } = {}): Counting
   return subscriber ? Object.assign(wrapper, { duplicate: () => client.duplicate() }) : wrapper;
 }
 
+/** The names of the commands `client` sent while `run` ran (a request and what it waits for). */
+async function commandsDuring(client: CountingClient, run: () => Promise<unknown>): Promise<string[]> {
+  client.sent.length = 0;
+  await run();
+  return [...client.sent];
+}
+
+/** Ten tabs of one browser, 20 increments each, all on one record, at once. */
+async function tenTabsIncrementing(browser: Browser): Promise<void> {
+  await Promise.all(
+    Array.from({ length: 10 }, async () => {
+      for (let i = 0; i < 20; i++) await browser.json("/inc", { method: "POST" });
+    }),
+  );
+}
+
 describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
   let redis: TestRedisClient;
   let prefix: string;
@@ -101,12 +117,8 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
     const changing: string[][] = [];
     const unchanged: string[][] = [];
     for (let i = 1; i <= 10; i++) {
-      client!.sent.length = 0;
-      expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 4 + i });
-      changing.push([...client!.sent]);
-      client!.sent.length = 0;
-      expect(await browser.json("/state")).toMatchObject({ count: 4 + i });
-      unchanged.push([...client!.sent]);
+      changing.push(await commandsDuring(client!, async () => expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 4 + i })));
+      unchanged.push(await commandsDuring(client!, async () => expect(await browser.json("/state")).toMatchObject({ count: 4 + i })));
     }
     // The fenced WRITE script only (by EVAL: see the next tests): it also extends the kept lease and publishes the change.
     expect(changing).toEqual(Array.from({ length: 10 }, () => ["EVAL"]));
@@ -127,10 +139,9 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
     expect(await there.json("/inc", { method: "POST" })).toMatchObject({ count: 5 });
     await eventually(async () => !(await leaseHeld(id)), "the other process to release the lease");
 
-    client!.sent.length = 0;
-    expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 6 });
+    const sent = await commandsDuring(client!, async () => expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 6 }));
     // ACQUIRE (the lease and the record in one script), then WRITE.
-    expect(client!.sent).toEqual(["EVALSHA", "EVAL"]);
+    expect(sent).toEqual(["EVALSHA", "EVAL"]);
   });
 
   it("costs two commands once the kept lease ran out", async () => {
@@ -142,9 +153,8 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
     const browser = await browserWithKeptLease(url);
     await delay(leaseTime * 1.5);
 
-    client!.sent.length = 0;
-    expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 5 });
-    expect(client!.sent).toEqual(["EVALSHA", "EVAL"]);
+    const sent = await commandsDuring(client!, async () => expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 5 }));
+    expect(sent).toEqual(["EVALSHA", "EVAL"]);
   });
 
   it("gives another process a record whose lease this one keeps well within the lease time", async () => {
@@ -231,10 +241,7 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
     });
     const browser = await browserWithKeptLease(url);
     writes!.most = 0;
-    // Ten tabs of one browser, 20 increments each, all on one record.
-    await Promise.all(Array.from({ length: 10 }, async () => {
-      for (let i = 0; i < 20; i++) await browser.json("/inc", { method: "POST" });
-    }));
+    await tenTabsIncrementing(browser);
     expect(await browser.json("/state")).toMatchObject({ count: 4 + 200 });
     // One at a time before (each waited for the answer to the one before); never more than the limit of four.
     expect(writes!.most).toBeGreaterThan(1);
@@ -256,9 +263,7 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
       }
       return count;
     })();
-    await Promise.all(Array.from({ length: 10 }, async () => {
-      for (let i = 0; i < 20; i++) await browser.json("/inc", { method: "POST" });
-    }));
+    await tenTabsIncrementing(browser);
     flushing = false;
     expect(await flushes).toBeGreaterThan(5);
     expect(await browser.json("/state")).toMatchObject({ count: 4 + 200 });
@@ -276,11 +281,12 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
     await browser.json("/inc", { method: "POST" });
     await eventually(async () => !(await leaseHeld(id)), "the lease to be released at idle");
     for (let count = 3; count <= 5; count++) {
-      client!.sent.length = 0;
-      expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count });
-      await eventually(async () => !(await leaseHeld(id)), "the lease to be released at idle");
+      const sent = await commandsDuring(client!, async () => {
+        expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count });
+        await eventually(async () => !(await leaseHeld(id)), "the lease to be released at idle");
+      });
       // ACQUIRE, WRITE, then RELEASE at idle: nothing could tell this process that another one asks for the record.
-      expect(client!.sent).toEqual(["EVALSHA", "EVAL", "EVALSHA"]);
+      expect(sent).toEqual(["EVALSHA", "EVAL", "EVALSHA"]);
     }
     expect(await listening()).toBe(false);
     expect(logger.errors).toEqual([]);
