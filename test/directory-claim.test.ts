@@ -11,15 +11,16 @@
  * one directory in one process are the core's business: they share the claim here.)
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { FileStore, persistSession } from "../src/index.js";
 import * as standard from "./fixtures/standard.js";
-import { capturingLogger } from "./helpers/robustness.js";
+import { capturingLogger, delay } from "./helpers/robustness.js";
 
 const BUILT = fileURLToPath(new URL("../dist/index.js", import.meta.url));
 const HOLDER = fileURLToPath(new URL("./fixtures/claim-holder.mjs", import.meta.url));
@@ -166,6 +167,34 @@ describe("one process per FileStore directory", () => {
         expect(line).toMatch(new RegExp(`^refused persist-session: the store directory ${dir} is in use by another process \\(pid ${winner}, `));
       }
       for (const holder of holders.splice(0)) await killed(holder);
+    }
+  });
+
+  it("names the process that won a takeover, not one that was still taking the stale claim over", async () => {
+    // A stale claim, and the takeover guard for it that a live process (the taker) holds in the middle of taking it over.
+    await hold();
+    await killed(holders.pop()!);
+    const stale = await readFile(join(dir, ".claim"));
+    const guard = join(dir, `.claim-takeover-${createHash("sha256").update(stale).digest("hex").slice(0, 32)}`);
+    const elsewhere = [await mkdtemp(join(tmpdir(), "persist-session-claim-")), await mkdtemp(join(tmpdir(), "persist-session-claim-"))];
+    try {
+      const [taker, winner] = elsewhere.map((other) => {
+        const holder = startHolder(other);
+        holders.push(holder);
+        return holder;
+      });
+      for (const holder of [taker!, winner!]) expect(await holder.said).toMatch(/^claimed /);
+      await writeFile(guard, await readFile(join(elsewhere[0]!, ".claim")), { mode: 0o600 });
+      const late = startHolder(dir);
+      holders.push(late);
+      await delay(300);
+      // The takeover ends with a third process holding the claim (the taker lost it, as a racer can).
+      await writeFile(join(dir, ".claim.next"), await readFile(join(elsewhere[1]!, ".claim")), { mode: 0o600 });
+      await rename(join(dir, ".claim.next"), join(dir, ".claim"));
+      await rm(guard);
+      expect(await late.said).toMatch(new RegExp(`^refused persist-session: the store directory ${dir} is in use by another process \\(pid ${winner!.child.pid}, `));
+    } finally {
+      for (const other of elsewhere) await rm(other, { recursive: true, force: true });
     }
   });
 

@@ -34,6 +34,19 @@ const TAKEOVER_PREFIX = ".claim-takeover-";
 /** Guards of guards: a chain this deep means something other than crashes is going on. */
 const MAX_TAKEOVER_DEPTH = 4;
 const MAX_CLAIM_BYTES = 4096;
+/**
+ * How long a process waits, looking again every TAKEOVER_POLL_MS, while another live process
+ * holds the guard of the stale claim they both found: its takeover takes a few file operations,
+ * after which the claim names whoever won, and a refusal names that process (not the guard's
+ * holder, which may have lost to a third).
+ */
+const TAKEOVER_WAIT_MS = 2000;
+const TAKEOVER_POLL_MS = 5;
+/** For a synchronous pause: claiming runs once, when a store starts, and is synchronous throughout. */
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
+
+/** A live process holds a takeover guard: the claim it guards is about to change hands. */
+class TakeoverUnderWay extends Error {}
 
 interface ClaimContent {
   readonly pid: number;
@@ -166,6 +179,7 @@ function inUseError(dir: string, path: string, claim: ClaimContent): Error {
  * Throws when a live process (or one that cannot be checked) holds it.
  */
 function take(dir: string, path: string, mine: string, nonce: string, depth: number): void {
+  const waitUntil = Date.now() + TAKEOVER_WAIT_MS;
   for (let attempt = 0; attempt < 16; attempt++) {
     try {
       linkSync(mine, path);
@@ -176,11 +190,23 @@ function take(dir: string, path: string, mine: string, nonce: string, depth: num
     const other = readClaim(path);
     if (other === undefined) continue; // released meanwhile: try again
     if (other.content?.nonce === nonce) return;
-    if (other.content !== undefined && mayBeAlive(other.content)) throw inUseError(dir, path, other.content);
+    if (other.content !== undefined && mayBeAlive(other.content)) {
+      // A live process holds this guard: it is taking the claim over now, and may still lose it to a third.
+      if (depth > 0) throw new TakeoverUnderWay();
+      throw inUseError(dir, path, other.content);
+    }
     if (depth >= MAX_TAKEOVER_DEPTH) throw new Error(`persist-session: could not take over the stale claim ${path}: other processes keep taking it over too. Try again, or delete it.`);
     // The guard is named by the stale bytes: everyone taking over this claim competes for the same guard.
     const guard = join(dir, `${TAKEOVER_PREFIX}${other.digest}`);
-    take(dir, guard, mine, nonce, depth + 1);
+    try {
+      take(dir, guard, mine, nonce, depth + 1);
+    } catch (error) {
+      if (!(error instanceof TakeoverUnderWay) || Date.now() > waitUntil) throw error;
+      // Look at the claim again once that takeover is done: refused then by whoever won it, by name.
+      Atomics.wait(SLEEP, 0, 0, TAKEOVER_POLL_MS);
+      attempt--;
+      continue;
+    }
     try {
       // Only the guard's holder removes a claim with those bytes, so it is still the stale one if it still reads so.
       if (readClaim(path)?.digest === other.digest) unlinkSync(path);
