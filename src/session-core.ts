@@ -374,7 +374,8 @@ export class SessionCore implements RequestHost {
     if (header === undefined || header === "") return [];
     /** Registered names met so far, with where their first value is; a request carries a few. */
     const seen: string[] = [];
-    const values: Array<[start: number, end: number]> = [];
+    /** Where the first value of each name in `seen` starts and ends, two numbers per name (no tuple per cookie). */
+    const values: number[] = [];
     let duplicates: string[] | undefined;
     // RFC 6265 section 4.2.1: cookie-string = cookie-pair *( ";" SP cookie-pair ). Browsers send exactly that;
     // anything else is read leniently, and a pair that is not ours is skipped, never an error.
@@ -389,7 +390,7 @@ export class SessionCore implements RequestHost {
             (duplicates ??= []).push(name);
           } else {
             seen.push(name);
-            values.push([eq + 1, end]);
+            values.push(eq + 1, end);
           }
         }
       }
@@ -402,7 +403,7 @@ export class SessionCore implements RequestHost {
     for (let i = 0; i < seen.length; i++) {
       const name = seen[i]!;
       if (duplicates?.includes(name) === true) continue;
-      const value = trimmed(header, values[i]![0], values[i]![1]);
+      const value = trimmed(header, values[2 * i]!, values[2 * i + 1]!);
       // The cheap length check first, and at most maxCookies HMACs whatever the header holds.
       if (value.length !== SIGNED_VALUE_LENGTH || checks >= this.#maxCookies) continue;
       checks++;
