@@ -1,10 +1,9 @@
-import { randomUUID } from "node:crypto";
 import type { StateContext } from "./context.js";
 import type { Logger } from "./logger.js";
 import type { RecordEntry, RecordManager } from "./records.js";
 import { registrationOf, type Registration } from "./registry.js";
 import { RecordTooLargeError } from "./serialization.js";
-import type { CookieSigner } from "./cookie-signing.js";
+import { mintId, type CookieSigner } from "./cookie-signing.js";
 import type { CookieWriter, SetCookie } from "./set-cookie.js";
 import { Tracker, unwrap, type ChangeSink } from "./tracking.js";
 import { checkAtCommit, splitVersion, storedVersion } from "./versioning.js";
@@ -413,7 +412,7 @@ export class RequestState implements StateContext {
 
   /** Gives a never-stored instance its record on its first change. */
   mint(binding: Binding): void {
-    const entry = this.host.records.entry(randomUUID());
+    const entry = this.host.records.entry(mintId());
     if (!entry.tryLock(this)) throw new Error("persist-session: a freshly minted record id was already in use.");
     entry.state = "missing";
     entry.live = binding.target;
@@ -696,7 +695,7 @@ export class RequestState implements StateContext {
 
   /** A fresh, locked entry that takes over `entry`'s state under a new id (a rotation). */
   #successor(entry: RecordEntry): RecordEntry {
-    const next = this.host.records.entry(randomUUID());
+    const next = this.host.records.entry(mintId());
     if (!next.tryLock(this)) throw new Error("persist-session: a freshly minted record id was already in use.");
     next.state = "missing";
     next.live = entry.live;
