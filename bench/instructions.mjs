@@ -7,6 +7,8 @@
 //   BENCH_ROUNDS (default 2), BENCH_SCENARIOS (default hot,new); variants as in ab.mjs (ps-memory-http)
 //   BENCH_KEEP_DUMPS=1 keeps each callgrind dump and prints its path, for `callgrind_annotate`
 //   (functions of node and V8 by name; JavaScript compiled at run time shows as addresses)
+//   BENCH_NODE_FLAGS extra flags for the server's node: "--perf-basic-prof --logfile=/dev/null"
+//   writes /tmp/perf-<pid>.map, which names those addresses (start, size, name per line)
 //
 // The server runs under `valgrind --tool=callgrind` with node's --single-threaded (no compiler or GC
 // threads, whose share would vary), instrumentation off until the warm-up is done; then counting is
@@ -24,6 +26,7 @@ const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
 const WARMUP = Number(process.env.BENCH_WARMUP_REQUESTS ?? 6000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const KEEP_DUMPS = process.env.BENCH_KEEP_DUMPS === "1";
+const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean);
 const scenarios = (process.env.BENCH_SCENARIOS ?? "hot,new").split(",");
 const variants = variantIds.length > 0 ? variantIds : ["ps-memory-http"];
 const libraries = [a, b].map((name) => join(BENCH_DIR, ".data", "ab", name));
@@ -40,7 +43,7 @@ async function count(variant, scenario, library) {
   const outDir = mkdtempSync(join(tmpdir(), "ps-instructions-"));
   const server = startChild(join(BENCH_DIR, "server.mjs"), [variant, join(outDir, "data")], {
     execPath: "valgrind",
-    execArgv: ["-q", "--tool=callgrind", "--instr-atstart=no", `--callgrind-out-file=${join(outDir, "callgrind.out.%p")}`, process.execPath, "--single-threaded"],
+    execArgv: ["-q", "--tool=callgrind", "--instr-atstart=no", `--callgrind-out-file=${join(outDir, "callgrind.out.%p")}`, process.execPath, "--single-threaded", ...NODE_FLAGS],
     env: { BENCH_LIBRARY: library },
     timeoutMs: 300_000,
   });
