@@ -1,4 +1,4 @@
-import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 
 /**
  * RFC 4122 version 4, lowercase only: `crypto.randomUUID()` mints lowercase, so anything else
@@ -17,10 +17,11 @@ export const MIN_SECRET_LENGTH = 32;
 /** Signatures of recently verified (key, id) pairs kept per signer; see {@link CookieSigner.verify}. */
 const VERIFIED_CACHE_SIZE = 1000;
 
-/** A signature that verified: which secret made it, and its canonical base64url text as bytes. */
+/** A (key, id) pair that verified: which secret signed it, and the canonical base64url text of its MAC. */
 interface KnownSignature {
+  readonly key: string;
   readonly secretIndex: number;
-  readonly expected: Buffer;
+  readonly text: string;
 }
 
 /**
@@ -55,7 +56,7 @@ export interface VerifiedCookie {
 /** Signs and verifies `<uuidv4>.<base64url HMAC-SHA256(key, id)>` cookie values. */
 export class CookieSigner {
   readonly #secrets: readonly string[];
-  /** By `<key>\n<id>`, oldest first: the expected signature of pairs that verified lately. */
+  /** By id, oldest first: the expected signature of (key, id) pairs that verified lately. */
   readonly #known = new Map<string, KnownSignature>();
 
   constructor(secrets: readonly string[]) {
@@ -76,26 +77,23 @@ export class CookieSigner {
     if (value.length !== SIGNED_VALUE_LENGTH || value[36] !== ".") return undefined;
     const id = value.slice(0, 36);
     const given = value.slice(37);
+    // The HMAC was a tenth of a hot-session request's CPU (bench/README.md), and a browser
+    // sends the same value with every request: the MAC of a (key, id) pair that verified is
+    // kept and compared again. The cache is looked up by id only, never by the signature a
+    // client sent, so a wrong signature is still compared character by character in constant
+    // time, and a miss (or a mismatch) computes the MACs afresh. A hit needs no syntax check:
+    // only ids that passed it get in, and the text matched is our canonical one.
+    const known = this.#known.get(id);
+    if (known !== undefined && known.key === key && sameText(given, known.text)) {
+      return { id, stale: known.secretIndex !== 0 };
+    }
     if (!isUuidV4(id) || !SIGNATURE.test(given)) return undefined;
     // The text itself is compared with the canonical base64url text of the MAC: base64url has
     // 4 spellings of the last character's low bits, and only the canonical one is ours.
-    const givenBytes = Buffer.from(given, "latin1");
-    // The HMAC was a tenth of a hot-session request's CPU (bench/README.md), and a browser
-    // sends the same value with every request: the MAC of a (key, id) pair that verified is
-    // kept and compared again, in constant time as always. The cache is looked up by key and
-    // id only, never by the signature a client sent, so a wrong signature is still compared
-    // byte for byte by timingSafeEqual, and a miss (or a mismatch) computes the MACs afresh.
-    const cacheKey = `${key}\n${id}`;
-    const known = this.#known.get(cacheKey);
-    if (known !== undefined && timingSafeEqual(givenBytes, known.expected)) {
-      return { id, stale: known.secretIndex !== 0 };
-    }
     for (let i = 0; i < this.#secrets.length; i++) {
-      // Not Buffer.from(): its small buffers are slices of a shared 8 KiB pool, and a kept slice would keep the pool.
-      const expected = Buffer.alloc(SIGNATURE_LENGTH);
-      expected.write(signature(this.#secrets[i]!, key, id).toString("base64url"), "latin1");
-      if (timingSafeEqual(givenBytes, expected)) {
-        this.#remember(cacheKey, { secretIndex: i, expected });
+      const text = signature(this.#secrets[i]!, key, id).toString("base64url");
+      if (sameText(given, text)) {
+        this.#remember(id, { key, secretIndex: i, text });
         return { id, stale: i !== 0 };
       }
     }
@@ -103,10 +101,23 @@ export class CookieSigner {
   }
 
   /** Only values that verified get in, so clients cannot flush the cache with made-up ids. */
-  #remember(cacheKey: string, known: KnownSignature): void {
+  #remember(id: string, known: KnownSignature): void {
+    this.#known.delete(id);
     if (this.#known.size >= VERIFIED_CACHE_SIZE) this.#known.delete(this.#known.keys().next().value!);
-    this.#known.set(cacheKey, known);
+    this.#known.set(id, known);
   }
+}
+
+/**
+ * Whether `given` is `expected`, in time that does not depend on where they differ: every
+ * character is read, and the only branch is on the length (the same for every valid value).
+ * Cheaper than `timingSafeEqual`, which needs both as buffers.
+ */
+function sameText(given: string, expected: string): boolean {
+  if (given.length !== expected.length) return false;
+  let difference = 0;
+  for (let i = 0; i < expected.length; i++) difference |= given.charCodeAt(i) ^ expected.charCodeAt(i);
+  return difference === 0;
 }
 
 function signature(secret: string, key: string, id: string): Buffer {

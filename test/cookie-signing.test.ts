@@ -87,6 +87,17 @@ describe("CookieSigner after a value verified (its MAC is remembered)", () => {
     expect(signer.verify("app-state", value)).toEqual({ id: ID, stale: false });
   });
 
+  it("refuses the signature spelled with characters whose low byte is the right one", () => {
+    const signer = freshSigner();
+    expect(signer.verify("app-state", value)).toEqual({ id: ID, stale: false });
+    // U+0100 + c: the same byte as c in latin1, so a comparison of latin1 bytes would pass it.
+    for (const index of [37, 50, value.length - 1]) {
+      const wide = value.slice(0, index) + String.fromCharCode(0x100 + value.charCodeAt(index)) + value.slice(index + 1);
+      expect(signer.verify("app-state", wide), `character ${index}`).toBeUndefined();
+    }
+    expect(signer.verify("app-state", value)).toEqual({ id: ID, stale: false });
+  });
+
   it("does not let the value open another key", () => {
     const signer = freshSigner();
     for (let i = 0; i < 3; i++) expect(signer.verify("app-state", value)).toEqual({ id: ID, stale: false });
