@@ -103,6 +103,12 @@ export class RecordEntry {
   bytes = 0;
   /** When the record was first written, when its data keeps it (for `maxLifetime`). */
   createdAt: number | undefined;
+  /**
+   * When this process last set the record's cookie on a response (`Date.now()`; 0: not yet), and
+   * whether that cookie was Secure: see {@link CookieWriter.renewalMs}.
+   */
+  cookieSetAt = 0;
+  cookieSecure = false;
   /** A write failed or a commit was refused: re-read before the next use. */
   stale = false;
   /**

@@ -570,7 +570,9 @@ export class RequestState implements StateContext {
             binding.serialized = undefined;
             writes.push(this.#write(entry!, binding.key, snapshot, now));
           }
-          if (cookies !== undefined && !binding.userScoped) cookies.push(this.#liveCookie(binding.key, entry!.id, !fresh));
+          if (cookies !== undefined && !binding.userScoped && this.#setsCookie(entry!, binding.state, fresh, now)) {
+            cookies.push(this.#liveCookie(binding.key, entry!.id, !fresh));
+          }
           break;
         }
         case "resign":
@@ -704,6 +706,19 @@ export class RequestState implements StateContext {
     next.version = entry.version;
     entry.live = undefined;
     return next;
+  }
+
+  /**
+   * Whether this commit sets the record's cookie: a new record's and a rolling refresh's always,
+   * a change's unless this process set the same cookie (same Secure) less than
+   * {@link CookieWriter.renewalMs} ago.
+   */
+  #setsCookie(entry: RecordEntry, state: "changed" | "refresh", fresh: boolean, now: number): boolean {
+    const recent = entry.cookieSetAt !== 0 && now - entry.cookieSetAt < this.host.cookies.renewalMs && entry.cookieSecure === this.https;
+    if (state === "changed" && !fresh && recent) return false;
+    entry.cookieSetAt = now;
+    entry.cookieSecure = this.https;
+    return true;
   }
 
   #liveCookie(key: string, id: string, keep: boolean): SetCookie {

@@ -43,6 +43,9 @@ function isPrefixed(key: string): boolean {
   return key.startsWith("__Host-") || key.startsWith("__Secure-");
 }
 
+/** The longest {@link CookieWriter.renewalMs}. */
+const COOKIE_RENEWAL_MAX_MS = 60_000;
+
 /** Live cookies kept for reuse; see {@link CookieWriter.live}. */
 const LIVE_COOKIE_CACHE_SIZE = 1000;
 
@@ -55,6 +58,14 @@ export class CookieWriter {
   /** What follows `name=value` in a live cookie's header, for plain and secure requests: serializing it per cookie was a tenth of a new session's CPU. */
   readonly #liveAttributes: readonly [{ attributes: CookieAttributes; suffix: string }, { attributes: CookieAttributes; suffix: string }];
 
+  /**
+   * How long a cookie this process set stays fresh enough that a change need not set it again:
+   * a minute, or a hundredth of the ttl when that is shorter. The browser's cookie then expires
+   * at most that long before its record. Setting it on every change was 8 % of a hot request's
+   * instructions (node checks and writes the header), for a Max-Age moved by seconds.
+   */
+  readonly renewalMs: number;
+
   constructor(options: CookieOptions, ttlMs: number) {
     const { path = "/", domain, sameSite = "lax", secure = "auto" } = options;
     if (!["lax", "strict", "none"].includes(sameSite)) {
@@ -63,6 +74,7 @@ export class CookieWriter {
     this.#options = { path, domain, sameSite, secure };
     // Round up: a ttl under a second would otherwise send Max-Age=0, which deletes the cookie at once.
     this.#maxAge = Math.ceil(ttlMs / 1000);
+    this.renewalMs = Math.min(COOKIE_RENEWAL_MAX_MS, ttlMs / 100);
     const live = (https: boolean) => {
       const attributes = this.#attributes(this.#maxAge, https);
       return { attributes, suffix: serializeCookie("k", "v", attributes).slice("k=v".length) };

@@ -12,7 +12,7 @@ import {
   type PersistSessionOptions,
   type SessionStore,
 } from "../src/index.js";
-import { listen } from "./helpers/http.js";
+import { Browser, listen } from "./helpers/http.js";
 import { wrapStore } from "./helpers/wrap-store.js";
 import { SECRET } from "./suites/behaviour.js";
 
@@ -376,6 +376,50 @@ describe("cookie attributes", () => {
     expect(await refreshed.text()).toBe("1");
     expect(refreshed.headers.getSetCookie()[0]).toMatch(/Max-Age=1000/);
     expect((await store.get(id!))!.expires).toBeGreaterThan(record.expires);
+  });
+});
+
+describe("cookie renewal on a change", () => {
+  /** A node:http app over real HTTP on `store`; POST /add adds an item, GET / counts them. */
+  async function served(options: PersistSessionOptions) {
+    const sessions = persistSession({ secret: SECRET, store: new MemoryStore(), logger: quiet, sweepInterval: 0, trustProxy: true, ...options });
+    open.push(sessions);
+    const server = await listen((req, res) =>
+      sessions(req, res, () => {
+        const cart = new Cart();
+        if (req.method === "POST") change(cart);
+        res.end(String(cart.items.length));
+      }),
+    );
+    servers.push(server);
+    return new Browser(server.url);
+  }
+  const change = (cart: Cart) => void cart.items.push({ sku: "a", qty: 1 });
+  const servers: Array<{ close(): Promise<void> }> = [];
+  afterEach(async () => {
+    for (const server of servers.splice(0)) await server.close();
+  });
+  const add = (browser: Browser, headers: Record<string, string> = {}) => browser.request("/", { method: "POST", headers });
+
+  it("sets the cookie on a change only when this process set it more than a hundredth of the ttl (at most a minute) ago, or without the same Secure", async () => {
+    // ttl 1,000 s: a change within 10 s of the cookie keeps it as it is.
+    const browser = await served({ ttl: 1000 });
+    expect((await add(browser)).headers.getSetCookie()).toEqual([expect.stringMatching(/^api-cart=.*; Max-Age=1000; /)]);
+    const cookie = browser.cookieHeader();
+    for (let i = 0; i < 3; i++) expect((await add(browser)).headers.getSetCookie()).toEqual([]);
+    expect(await (await browser.request("/")).text()).toBe("4");
+    // Over HTTPS the cookie differs (Secure): set at once.
+    expect((await add(browser, { "x-forwarded-proto": "https" })).headers.getSetCookie()).toEqual([expect.stringMatching(/; Secure; /)]);
+    expect(browser.cookieHeader()).toBe(cookie);
+  });
+
+  it("sets it again on a change once that time has passed", async () => {
+    // ttl 2 s: the cookie is fresh for 20 ms.
+    const browser = await served({ ttl: 2 });
+    expect((await add(browser)).headers.getSetCookie()).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect((await add(browser)).headers.getSetCookie()).toEqual([expect.stringMatching(/^api-cart=.*; Max-Age=2; /)]);
+    expect(await (await browser.request("/")).text()).toBe("2");
   });
 });
 
