@@ -198,6 +198,26 @@ describe("one process per FileStore directory", () => {
     }
   });
 
+  it("names the process holding the takeover when its takeover does not finish within the wait", async () => {
+    await hold();
+    await killed(holders.pop()!);
+    const stale = await readFile(join(dir, ".claim"));
+    const guard = join(dir, `.claim-takeover-${createHash("sha256").update(stale).digest("hex").slice(0, 32)}`);
+    const elsewhere = await mkdtemp(join(tmpdir(), "persist-session-claim-"));
+    try {
+      const taker = startHolder(elsewhere);
+      holders.push(taker);
+      expect(await taker.said).toMatch(/^claimed /);
+      // The taker holds the guard and never finishes: the late process waits, then is refused by name.
+      await writeFile(guard, await readFile(join(elsewhere, ".claim")), { mode: 0o600 });
+      const late = startHolder(dir);
+      holders.push(late);
+      expect(await late.said).toMatch(new RegExp(`^refused persist-session: the store directory ${dir} is in use by another process \\(pid ${taker.child.pid}, `));
+    } finally {
+      await rm(elsewhere, { recursive: true, force: true });
+    }
+  });
+
   it("releases the claim on close(), so a restart on the directory works, here or in another process", async () => {
     const first = await open();
     const second = await open(); // the same process: one claim, shared

@@ -46,7 +46,12 @@ const TAKEOVER_POLL_MS = 5;
 const SLEEP = new Int32Array(new SharedArrayBuffer(4));
 
 /** A live process holds a takeover guard: the claim it guards is about to change hands. */
-class TakeoverUnderWay extends Error {}
+class TakeoverUnderWay extends Error {
+  /** What to refuse with if the takeover does not finish in time: the guard and its holder, named. */
+  constructor(readonly refusal: Error) {
+    super(refusal.message);
+  }
+}
 
 interface ClaimContent {
   readonly pid: number;
@@ -192,8 +197,8 @@ function take(dir: string, path: string, mine: string, nonce: string, depth: num
     if (other.content?.nonce === nonce) return;
     if (other.content !== undefined && mayBeAlive(other.content)) {
       // A live process holds this guard: it is taking the claim over now, and may still lose it to a third.
-      if (depth > 0) throw new TakeoverUnderWay();
-      throw inUseError(dir, path, other.content);
+      const refusal = inUseError(dir, path, other.content);
+      throw depth > 0 ? new TakeoverUnderWay(refusal) : refusal;
     }
     if (depth >= MAX_TAKEOVER_DEPTH) throw new Error(`persist-session: could not take over the stale claim ${path}: other processes keep taking it over too. Try again, or delete it.`);
     // The guard is named by the stale bytes: everyone taking over this claim competes for the same guard.
@@ -201,7 +206,8 @@ function take(dir: string, path: string, mine: string, nonce: string, depth: num
     try {
       take(dir, guard, mine, nonce, depth + 1);
     } catch (error) {
-      if (!(error instanceof TakeoverUnderWay) || Date.now() > waitUntil) throw error;
+      if (!(error instanceof TakeoverUnderWay)) throw error;
+      if (Date.now() > waitUntil) throw error.refusal;
       // Look at the claim again once that takeover is done: refused then by whoever won it, by name.
       Atomics.wait(SLEEP, 0, 0, TAKEOVER_POLL_MS);
       attempt--;
