@@ -570,7 +570,7 @@ export class RequestState implements StateContext {
             binding.serialized = undefined;
             writes.push(this.#write(entry!, binding.key, snapshot, now));
           }
-          if (cookies !== undefined && !binding.userScoped && this.#setsCookie(entry!, binding.state, fresh, now)) {
+          if (cookies !== undefined && !binding.userScoped && this.#setsCookie(entry!, now)) {
             cookies.push(this.#liveCookie(binding.key, entry!.id, !fresh));
           }
           break;
@@ -709,13 +709,13 @@ export class RequestState implements StateContext {
   }
 
   /**
-   * Whether this commit sets the record's cookie: a new record's and a rolling refresh's always,
-   * a change's unless this process set the same cookie (same Secure) less than
-   * {@link CookieWriter.renewalMs} ago.
+   * Whether this commit sets the record's cookie: unless this process set the same cookie (same
+   * Secure) less than {@link CookieWriter.renewalMs} ago. A new record, a rotation's successor, an
+   * entry read afresh (or after a failed write) have set none; a rolling refresh comes a tenth of
+   * the ttl after the last write, so after the cookie that write set.
    */
-  #setsCookie(entry: RecordEntry, state: "changed" | "refresh", fresh: boolean, now: number): boolean {
-    const recent = entry.cookieSetAt !== 0 && now - entry.cookieSetAt < this.host.cookies.renewalMs && entry.cookieSecure === this.https;
-    if (state === "changed" && !fresh && recent) return false;
+  #setsCookie(entry: RecordEntry, now: number): boolean {
+    if (now - entry.cookieSetAt < this.host.cookies.renewalMs && entry.cookieSecure === this.https) return false;
     entry.cookieSetAt = now;
     entry.cookieSecure = this.https;
     return true;

@@ -413,6 +413,26 @@ describe("cookie renewal on a change", () => {
     expect(browser.cookieHeader()).toBe(cookie);
   });
 
+  it("sets it again on the change after a failed write: the failed response's cookie never arrived", async () => {
+    const memory = new MemoryStore();
+    let failNext = false;
+    const store = wrapStore(memory, {
+      set: (id: string, record: Parameters<MemoryStore["set"]>[1]) => {
+        if (!failNext) return memory.set(id, record);
+        failNext = false;
+        return Promise.reject(new Error("disk full"));
+      },
+    });
+    const browser = await served({ ttl: 1000, store });
+    expect((await add(browser)).headers.getSetCookie()).toHaveLength(1);
+    failNext = true;
+    const failed = await add(browser);
+    expect(failed.status).toBe(500);
+    expect(failed.headers.getSetCookie()).toEqual([]);
+    expect((await add(browser)).headers.getSetCookie()).toEqual([expect.stringMatching(/^api-cart=.*; Max-Age=1000; /)]);
+    expect(await (await browser.request("/")).text()).toBe("2");
+  });
+
   it("sets it again on a change once that time has passed", async () => {
     // ttl 2 s: the cookie is fresh for 20 ms.
     const browser = await served({ ttl: 2 });
