@@ -4,18 +4,24 @@ import { splitVersion } from "./versioning.js";
 
 /**
  * Writes of one record a store that applies them in order may have unanswered at once. More
- * than one lets a busy record be written once per commit instead of once per round trip; a few
- * are enough for that, and past them commits still coalesce into one write.
+ * than one lets a busy record be written once per event-loop turn instead of once per round
+ * trip; past them, commits still coalesce into one write. Each holds a snapshot in memory.
  */
-const ORDERED_WRITES_IN_FLIGHT = 4;
+const ORDERED_WRITES_IN_FLIGHT = 16;
 
 /**
- * How long the last write sent must have waited for its answer before a commit is sent beside it
- * rather than queued behind it. Below a store's round trip, commits queue and coalesce as for any
- * store (on loopback Redis, sending each at once cost 40 % more CPU per request: more writes, each
- * carrying fewer commits); through a network, one more write is sent about every this long.
+ * A store whose writes take at least this long to be answered (a moving average) is "across a
+ * network": a commit queued behind a write in flight is sent at the end of the event-loop turn,
+ * beside it, with the other commits of that turn. Below it, as on loopback, commits wait for the
+ * answer and coalesce into one write, as for any store: sending them per turn there cost 19 %
+ * more CPU per request (more writes, each carrying fewer commits). Through a network the
+ * pending write would otherwise wait a whole round trip with nothing to gather, since the
+ * requests that could add to it wait for their own responses. Measured under load: loopback
+ * Redis 0.18–0.33 ms, through bench/'s 0.5 ms proxy 1.4–1.5 ms.
  */
-const PIPELINE_AFTER_MS = 0.5;
+const SLOW_ROUND_TRIP_MS = 0.5;
+/** Weight of the newest round trip in that moving average. */
+const ROUND_TRIP_WEIGHT = 1 / 8;
 
 /** First and longest pause between attempts to take a lease another process holds. */
 const LEASE_POLL_MIN_MS = 4;
@@ -40,6 +46,8 @@ interface Batch {
 interface WriteTarget {
   /** How many writes of one record may be unanswered at once: 1, or more for a store that applies them in order. */
   readonly inFlight: number;
+  /** Moving average of the ms a write took to be answered; measured only when {@link inFlight} is above 1. */
+  roundTripMs: number;
   apply(entry: RecordEntry, op: WriteOp): Promise<void>;
   /** After `op` is stored, before its waiters hear of it; never throws. */
   stored(entry: RecordEntry, op: WriteOp): void;
@@ -82,8 +90,8 @@ export class RecordEntry {
   readonly #lockQueue: LockWaiter[] = [];
   /** Writes sent and not yet answered. */
   #writing = 0;
-  /** When the last write was sent (`performance.now()`), for a store that may have several in flight. */
-  #sentAt = 0;
+  /** A send of {@link #pending} is scheduled for the end of this event-loop turn. */
+  #sendingAtTurnEnd = false;
   /** The write the next answer lets start: what was committed while {@link #writing} was at its limit. */
   #pending: Batch | undefined;
   readonly #idleWaiters: Array<() => void> = [];
@@ -193,9 +201,10 @@ export class RecordEntry {
 
   /**
    * Queues `op` behind the write in flight; queued ops coalesce, the last one wins. A store that
-   * applies writes in order gets the queued one sent early, beside those in flight, once the last
-   * one sent has waited {@link PIPELINE_AFTER_MS}: a slow round trip no longer holds every commit
-   * behind it, while a quick one still gathers the commits made meanwhile into one write.
+   * applies writes in order and answers slowly ({@link SLOW_ROUND_TRIP_MS}) gets the queued one
+   * sent at the end of this event-loop turn, beside those in flight: a slow round trip no longer
+   * holds every commit behind it, while a quick one still gathers the commits made meanwhile into
+   * one write.
    */
   enqueue(op: WriteOp, target: WriteTarget): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -210,12 +219,20 @@ export class RecordEntry {
         this.#pending.op = op;
         this.#pending.waiters.push(waiter);
       }
-      if (this.#writing < target.inFlight && performance.now() - this.#sentAt >= PIPELINE_AFTER_MS) {
-        const pending = this.#pending;
-        this.#pending = undefined;
-        this.#start(pending, target);
+      if (!this.#sendingAtTurnEnd && this.#writing < target.inFlight && target.roundTripMs >= SLOW_ROUND_TRIP_MS) {
+        this.#sendingAtTurnEnd = true;
+        setImmediate(() => this.#sendPending(target));
       }
     });
+  }
+
+  /** The end of the turn that queued {@link #pending}: sends it beside the writes in flight, if there is still room. */
+  #sendPending(target: WriteTarget): void {
+    this.#sendingAtTurnEnd = false;
+    const pending = this.#pending;
+    if (pending === undefined || this.#writing >= target.inFlight) return;
+    this.#pending = undefined;
+    this.#start(pending, target);
   }
 
   /** Resolves when no write is in flight or queued. */
@@ -226,7 +243,7 @@ export class RecordEntry {
 
   #start(batch: Batch, target: WriteTarget): void {
     this.#writing++;
-    if (target.inFlight > 1) this.#sentAt = performance.now();
+    const sentAt = target.inFlight > 1 ? performance.now() : 0;
     const failed = (error: unknown) => {
       // The write not yet sent was built on the failed one's copy: fail it too. Writes already
       // sent settle by their own answers (each holds a whole snapshot, this one's changes too).
@@ -243,6 +260,7 @@ export class RecordEntry {
       stored = Promise.reject(error); // a store that throws instead of rejecting
     }
     stored.then(() => {
+      if (sentAt !== 0) target.roundTripMs += (performance.now() - sentAt - target.roundTripMs) * ROUND_TRIP_WEIGHT;
       target.stored(this, batch.op);
       for (const waiter of batch.waiters) waiter.resolve();
       this.#next(target);
@@ -286,6 +304,7 @@ export class RecordManager {
   ) {
     this.#writeTarget = {
       inFlight: store.writesInOrder === true ? ORDERED_WRITES_IN_FLIGHT : 1,
+      roundTripMs: 0,
       // A store returning something other than a Promise still counts as done.
       apply: (entry, op) => Promise.resolve(this.#apply(entry.id, op, entry.lease)),
       stored: (entry, op) => {

@@ -42,9 +42,11 @@ export type { RedisSubscriberLike } from "./redis-subscriber.js";
  *   leaseTime (5 s by default), below lockTimeout, so it is served late rather than refused.
  * - Fencing is unchanged: a process stalled past its lease has its write refused (LeaseLostError,
  *   a 503), kept or not, since its token no longer holds the lease key.
- * - Writes in flight: a busy record's next WRITE is sent before the one before it is answered,
- *   once that one has waited 0.5 ms (up to four; see SessionStore.writesInOrder; a quicker answer
- *   lets the commits made meanwhile coalesce into one write). Redis runs one connection's commands in the
+ * - Writes in flight: while this store's writes take 0.5 ms or more to be answered (a moving
+ *   average: Redis across a network), a busy record's next WRITE is sent at the end of the
+ *   event-loop turn of its commit, beside those unanswered (up to sixteen; see
+ *   SessionStore.writesInOrder); quicker answers, as on loopback, let the commits made meanwhile
+ *   coalesce into one write. Redis runs one connection's commands in the
  *   order they came, and each WRITE holds the whole record, so the last one applied is the
  *   newest. Fenced scripts go by EVAL, not EVALSHA, so none is ever sent a second time behind a
  *   later write's back after Redis lost its script cache.

@@ -83,9 +83,10 @@ export interface SessionStore {
    * `true` when the store applies one record's writes in the order they were started, even
    * while earlier ones are still unanswered: it sends them in order on one connection, and no
    * write is ever sent again behind a later one's back (RedisStore sends its fenced scripts with
-   * EVAL, so a script cache Redis lost cannot make it retry one). The library then sends a busy
-   * record's next write without waiting for the answer to the one before once that one has waited
-   * half a millisecond (up to four at once), so a slow round trip to the store no longer limits
+   * EVAL, so a script cache Redis lost cannot make it retry one). While the store's writes take
+   * half a millisecond or more to be answered (a moving average), the library then sends a busy
+   * record's next write at the end of its commit's event-loop turn, without waiting for the answer
+   * to the one before (up to sixteen at once), so a slow round trip to the store no longer limits
    * how often one record is written. Absent or `false`: one write of a record at a time, the ones
    * committed meanwhile coalesced into the next.
    */
