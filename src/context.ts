@@ -19,8 +19,9 @@ const kContext = Symbol.for("persist-session.context.v1");
  * second copy of this module (another module graph of the same app) must find
  * the request the first copy opened.
  */
-const storage: AsyncLocalStorage<StateContext> = ((globalThis as Record<symbol, unknown>)[kContext] as AsyncLocalStorage<StateContext> | undefined) ??
-  ((globalThis as Record<symbol, unknown>)[kContext] = new AsyncLocalStorage<StateContext>()) as AsyncLocalStorage<StateContext>;
+const storage: AsyncLocalStorage<StateContext | undefined> =
+  ((globalThis as Record<symbol, unknown>)[kContext] as AsyncLocalStorage<StateContext | undefined> | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[kContext] = new AsyncLocalStorage<StateContext | undefined>()) as AsyncLocalStorage<StateContext | undefined>;
 
 /**
  * Requests whose middleware called `next()` and saw it return (or settle)
@@ -44,6 +45,19 @@ export function notePastNext(): () => void {
 /** Runs `fn(...args)` with `context` as the current request's state. */
 export function runInRequest<T, A extends unknown[]>(context: StateContext, fn: (...args: A) => T, ...args: A): T {
   return storage.run(context, fn, ...args);
+}
+
+/**
+ * Runs `fn(...args)` outside any request: what it starts (a store client's timers, connections and
+ * callbacks) does not carry the current request with it. Every async resource keeps the context
+ * it was made in for as long as it lives, and a store's outlive requests: node-redis (v5, v6)
+ * times each command with `AbortSignal.timeout`, whose timer stays for the command timeout (5 s)
+ * after the answer, so each command sent from a request kept that request (its IncomingMessage,
+ * its state: 2.3 KB) alive 5 s, and the garbage collector walked all of them. The library calls
+ * its store through this.
+ */
+export function outsideRequest<T, A extends unknown[]>(fn: (...args: A) => T, ...args: A): T {
+  return storage.run(undefined, fn, ...args);
 }
 
 /** The current request's state, or `undefined` outside a request running under `sessions`. */

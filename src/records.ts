@@ -1,3 +1,4 @@
+import { outsideRequest } from "./context.js";
 import { CorruptRecordError, type Lease, type SessionStore, type StoredRecord } from "./stores/store.js";
 import type { Logger } from "./logger.js";
 import { splitVersion } from "./versioning.js";
@@ -154,7 +155,8 @@ export class RecordEntry {
    */
   #resumeLease(): void {
     const lease = this.lease;
-    if (lease?.resume !== undefined && !lease.resume()) this.lease = undefined;
+    // Outside the request, like every call to the store: a renewal timer starts here.
+    if (lease?.resume !== undefined && !outsideRequest(resume, lease)) this.lease = undefined;
   }
 
   /**
@@ -306,7 +308,7 @@ export class RecordManager {
       inFlight: store.writesInOrder === true ? ORDERED_WRITES_IN_FLIGHT : 1,
       roundTripMs: 0,
       // A store returning something other than a Promise still counts as done.
-      apply: (entry, op) => Promise.resolve(this.#apply(entry.id, op, entry.lease)),
+      apply: (entry, op) => Promise.resolve(outsideRequest(apply, this.store, entry.id, op, entry.lease)),
       stored: (entry, op) => {
         if (this.options.outage?.active === true) this.options.outage.answered();
         try {
@@ -352,7 +354,7 @@ export class RecordManager {
     this.forget(entry);
     let record: StoredRecord | undefined;
     try {
-      record = await this.store.get(entry.id);
+      record = await outsideRequest(() => this.store.get(entry.id));
     } catch (error) {
       if (!(error instanceof CorruptRecordError)) throw error;
       await this.quarantine(entry, error.message);
@@ -418,7 +420,7 @@ export class RecordManager {
 
   /** Deletes expired records and orphaned temporary files, skipping every record in use. */
   sweep(): Promise<number> {
-    this.#sweeping ??= this.#sweep().finally(() => {
+    this.#sweeping ??= outsideRequest(() => this.#sweep()).finally(() => {
       this.#sweeping = undefined;
     });
     return this.#sweeping;
@@ -484,17 +486,6 @@ export class RecordManager {
     return entry.state === "unloaded" || entry.stale || (this.store.shared === true && !this.#leased(entry));
   }
 
-  #apply(id: string, op: WriteOp, lease: Lease | undefined): Promise<void> {
-    switch (op.kind) {
-      case "set":
-        return this.store.set(id, op.record, lease);
-      case "delete":
-        return this.store.delete(id, lease);
-      case "quarantine":
-        return this.store.quarantine !== undefined ? this.store.quarantine(id, op.reason, lease) : Promise.resolve();
-    }
-  }
-
   /** Whether this process holds the store's lease on the record, so its in-process copy is the truth. */
   #leased(entry: RecordEntry): boolean {
     return entry.lease?.held === true;
@@ -511,7 +502,7 @@ export class RecordManager {
     const store = this.store;
     const deadline = Date.now() + this.options.lockTimeoutMs;
     for (let attempt = 0; ; attempt++) {
-      const lease = await store.lease!(entry.id);
+      const lease = await outsideRequest(() => store.lease!(entry.id));
       if (lease !== undefined) {
         entry.lease = lease;
         return;
@@ -533,7 +524,7 @@ export class RecordManager {
     if (lease === undefined) return;
     entry.lease = undefined;
     // When the store cannot be reached the lease expires by itself.
-    lease.release().catch(() => undefined);
+    outsideRequest(() => lease.release()).catch(() => undefined);
   }
 
   /**
@@ -551,7 +542,8 @@ export class RecordManager {
     this.#entries.delete(entry.id);
     const cached = this.options.cacheLimit > 0 && entry.state === "present" && !entry.stale;
     const lease = entry.lease;
-    const kept = cached && lease?.keep?.(() => this.#keptLeaseEnded(entry, lease)) === true;
+    // The kept lease's timer (and a store's first listening for requests of it) outlive the request.
+    const kept = cached && lease?.keep !== undefined && outsideRequest(() => lease.keep!(() => this.#keptLeaseEnded(entry, lease)));
     if (!kept) this.#releaseLease(entry);
     // A shared store's copy is the truth only while its lease holds.
     if (!cached || (this.store.shared === true && !kept)) return;
@@ -576,4 +568,20 @@ export class RecordManager {
     entry.lease = undefined;
     if (this.#entries.get(entry.id) === entry) this.#entries.delete(entry.id);
   }
+}
+
+/** Sends `op` to the store. */
+function apply(store: SessionStore, id: string, op: WriteOp, lease: Lease | undefined): Promise<void> {
+  switch (op.kind) {
+    case "set":
+      return store.set(id, op.record, lease);
+    case "delete":
+      return store.delete(id, lease);
+    case "quarantine":
+      return store.quarantine !== undefined ? store.quarantine(id, op.reason, lease) : Promise.resolve();
+  }
+}
+
+function resume(lease: Lease): boolean {
+  return lease.resume!();
 }

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import { ChangeFeed } from "./change-feed.js";
+import { outsideRequest } from "./context.js";
 import { CookieSigner, SIGNED_VALUE_LENGTH } from "./cookie-signing.js";
 import { consoleLogger, type Logger } from "./logger.js";
 import { OutageLog } from "./outage-log.js";
@@ -239,7 +240,7 @@ export class SessionCore implements RequestHost {
     const entry = this.records.peek(id);
     if (entry !== undefined && !this.records.needsLoad(entry)) return entry.state === "present" ? entry.version : 0;
     try {
-      const record = await this.store.get(id);
+      const record = await outsideRequest(() => this.store.get(id));
       return record !== undefined && record.expires > Date.now() ? record.version : 0;
     } catch (error) {
       if (error instanceof CorruptRecordError) return 0;
@@ -253,7 +254,8 @@ export class SessionCore implements RequestHost {
    * logged, not fatal: streams still carry this process's changes.
    */
   watchStore(): Promise<void> {
-    this.#watching ??= (async () => {
+    // Outside the stream's request: the store's subscription (a connection) outlives it.
+    this.#watching ??= outsideRequest(async () => {
       if (this.store.watch === undefined || this.#closed) return;
       try {
         const unwatch = await this.store.watch(
@@ -266,7 +268,7 @@ export class SessionCore implements RequestHost {
         this.#watching = undefined; // the next stream tries again
         this.logger.error("persist-session: live sync could not follow the store's changes; events streams carry only this process's changes.", error);
       }
-    })();
+    });
     return this.#watching;
   }
 
@@ -344,7 +346,7 @@ export class SessionCore implements RequestHost {
       for (const target of targets) {
         let record;
         try {
-          record = await this.store.get(target.id);
+          record = await outsideRequest(() => this.store.get(target.id));
         } catch (error) {
           // A corrupt record is set aside by the next request that may write; this one reads it as none.
           if (!(error instanceof CorruptRecordError)) throw error;
@@ -488,7 +490,7 @@ export class SessionCore implements RequestHost {
    */
   async ready(): Promise<void> {
     if (this.#closed) throw new Error("persist-session: this persistSession() was closed. Create a new one to serve requests.");
-    await this.store.ready?.();
+    await outsideRequest(() => this.store.ready?.());
     await (this.#signer ??= this.#createSigner());
   }
 
@@ -530,7 +532,8 @@ export class SessionCore implements RequestHost {
       throw new TypeError("persist-session: option secret is missing, and this store cannot keep a generated one. Pass `secret`.");
     }
     const where = this.store.describe?.() ?? "the store";
-    const pending = this.store.secret().then(
+    const store = this.store;
+    const pending = outsideRequest(() => store.secret!()).then(
       ({ secret: kept, created }) => {
         const which = created ? `generated one and kept it in ${where}` : `using the secret already kept in ${where} (this start did not generate it)`;
         this.logger.warn(`persist-session: no secret given; ${which}. Pass \`secret\` (32+ characters) in production.`);

@@ -14,13 +14,18 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryStore, persist, persistSession, type Sessions } from "../src/index.js";
+import { RedisStore } from "../src/redis.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
+import { connectRedis, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
 import { wrapStore } from "./helpers/wrap-store.js";
 
 const SECRET = "memory-test-secret-0123456789-abcdefghijkl";
 const SESSIONS = 10_000;
 /** Bytes per stored session that the test allows: room above ~250, far below the 666 of ids kept as trees. */
 const BYTES_PER_SESSION = 400;
+const REQUESTS_ON_REDIS = 5_000;
+/** Far below the ~2,300 bytes a request was kept alive with by each command's timer. */
+const BYTES_PER_REQUEST_ON_REDIS = 300;
 
 @persist("memory-counter")
 class Counter {
@@ -29,6 +34,40 @@ class Counter {
 
 setFlagsFromString("--expose-gc");
 const collect = runInNewContext("gc") as () => void;
+
+/** `count` requests without a cookie to the server on `port`, ten at a time: each makes a session. */
+async function newSessions(port: number, agent: http.Agent, count: number): Promise<void> {
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      http
+        .get({ host: "127.0.0.1", port, path: "/", agent }, (res) => {
+          if (res.statusCode !== 200 || res.headers["set-cookie"] === undefined) reject(new Error(`answered ${res.statusCode}`));
+          res.resume();
+          res.on("end", resolve);
+        })
+        .on("error", reject);
+    });
+  for (let sent = 0; sent < count; sent += 10) await Promise.all(Array.from({ length: 10 }, one));
+}
+
+/** A node:http server counting with {@link Counter} under `sessions`, and a keep-alive agent for it. */
+async function counterServer(sessions: Sessions): Promise<{ server: http.Server; agent: http.Agent; port: number }> {
+  const server = http.createServer((req, res) =>
+    sessions(req, res, () => {
+      const counter = new Counter();
+      counter.count += 1;
+      res.end(String(counter.count));
+    }),
+  );
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, agent: new http.Agent({ keepAlive: true, maxSockets: 10 }), port: (server.address() as AddressInfo).port };
+}
+
+async function stopServer(server: http.Server, agent: http.Agent): Promise<void> {
+  agent.destroy();
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+}
 
 /** Heap in use after full collections, once what is pending settled. */
 async function heapUsed(): Promise<number> {
@@ -47,51 +86,60 @@ describe("memory per stored session", () => {
 
   beforeAll(async () => {
     sessions = persistSession({ secret: SECRET, store, sweepInterval: 0 });
-    server = http.createServer((req, res) =>
-      sessions(req, res, () => {
-        const counter = new Counter();
-        counter.count += 1;
-        res.end(String(counter.count));
-      }),
-    );
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    port = (server.address() as AddressInfo).port;
-    agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
+    ({ server, agent, port } = await counterServer(sessions));
   });
 
   afterAll(async () => {
-    agent.destroy();
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+    await stopServer(server, agent);
     await sessions.close();
   });
 
-  /** `count` requests without a cookie, ten at a time: each makes a session. */
-  async function newSessions(count: number): Promise<void> {
-    const one = () =>
-      new Promise<void>((resolve, reject) => {
-        http
-          .get({ host: "127.0.0.1", port, path: "/", agent }, (res) => {
-            if (res.statusCode !== 200 || res.headers["set-cookie"] === undefined) reject(new Error(`answered ${res.statusCode}`));
-            res.resume();
-            res.on("end", resolve);
-          })
-          .on("error", reject);
-      });
-    for (let sent = 0; sent < count; sent += 10) await Promise.all(Array.from({ length: 10 }, one));
-  }
-
   it(`keeps a new session in under ${BYTES_PER_SESSION} bytes of heap`, async () => {
     // Warm-up: compiled code, the agent's sockets and the record cache (1,000 records) at its size.
-    await newSessions(2_000);
+    await newSessions(port, agent, 2_000);
     const before = await heapUsed();
     const storedBefore = store.size;
-    await newSessions(SESSIONS);
+    await newSessions(port, agent, SESSIONS);
     const perSession = ((await heapUsed()) - before) / SESSIONS;
     expect(store.size - storedBefore).toBe(SESSIONS);
     expect(perSession).toBeLessThan(BYTES_PER_SESSION);
     // Each session is really held (the measurement is not of an empty store).
     expect(perSession).toBeGreaterThan(100);
+  });
+});
+
+describe.skipIf(!redisAvailable)("memory per request on RedisStore (node-redis)", () => {
+  let redis: TestRedisClient;
+  let prefix: string;
+
+  beforeAll(async () => {
+    redis = await connectRedis();
+    prefix = uniqueRedisPrefix();
+  });
+  afterAll(async () => {
+    const keys = await redisKeys(redis, prefix);
+    for (let i = 0; i < keys.length; i += 1000) await redis.sendCommand(["DEL", ...keys.slice(i, i + 1000)]);
+    redis.destroy();
+  });
+
+  // node-redis times every command with AbortSignal.timeout, whose timer stays for its 5 s
+  // command timeout after the answer, with the async context it was made in. The records live in
+  // Redis, so a request should leave nothing behind; sent from inside the request, each command
+  // kept that request (its IncomingMessage, its state) alive those 5 s: about 2,300 bytes each.
+  it(`keeps nothing of a finished request alive through the client's timers (under ${BYTES_PER_REQUEST_ON_REDIS} bytes each)`, async () => {
+    const sessions = persistSession({ secret: SECRET, store: new RedisStore({ client: redis, prefix }), sweepInterval: 0 });
+    const { server, agent, port } = await counterServer(sessions);
+    try {
+      await newSessions(port, agent, 2_000);
+      const before = await heapUsed();
+      await newSessions(port, agent, REQUESTS_ON_REDIS);
+      const perRequest = ((await heapUsed()) - before) / REQUESTS_ON_REDIS;
+      expect(perRequest).toBeLessThan(BYTES_PER_REQUEST_ON_REDIS);
+      expect((await redisKeys(redis, prefix)).length).toBe(2_000 + REQUESTS_ON_REDIS);
+    } finally {
+      await stopServer(server, agent);
+      await sessions.close();
+    }
   });
 });
 
