@@ -354,7 +354,7 @@ export class RecordManager {
     this.forget(entry);
     let record: StoredRecord | undefined;
     try {
-      record = await outsideRequest(() => this.store.get(entry.id));
+      record = await this.read(entry.id);
     } catch (error) {
       if (!(error instanceof CorruptRecordError)) throw error;
       await this.quarantine(entry, error.message);
@@ -379,6 +379,11 @@ export class RecordManager {
     } else if (this.#expired(entry)) {
       await this.delete(entry);
     }
+  }
+
+  /** The stored record, read from the store (outside the request, like every call to it), not from this process's copy. */
+  read(id: string): Promise<StoredRecord | undefined> {
+    return outsideRequest(() => this.store.get(id));
   }
 
   /** Drops the in-process copy so the next user re-reads the store. */

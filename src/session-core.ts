@@ -240,7 +240,7 @@ export class SessionCore implements RequestHost {
     const entry = this.records.peek(id);
     if (entry !== undefined && !this.records.needsLoad(entry)) return entry.state === "present" ? entry.version : 0;
     try {
-      const record = await outsideRequest(() => this.store.get(id));
+      const record = await this.records.read(id);
       return record !== undefined && record.expires > Date.now() ? record.version : 0;
     } catch (error) {
       if (error instanceof CorruptRecordError) return 0;
@@ -346,7 +346,7 @@ export class SessionCore implements RequestHost {
       for (const target of targets) {
         let record;
         try {
-          record = await outsideRequest(() => this.store.get(target.id));
+          record = await this.records.read(target.id);
         } catch (error) {
           // A corrupt record is set aside by the next request that may write; this one reads it as none.
           if (!(error instanceof CorruptRecordError)) throw error;

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryStore, persist, persistSession, type Sessions } from "../src/index.js";
 import { RedisStore } from "../src/redis.js";
 import { Browser, listen, type TestServer } from "./helpers/http.js";
-import { connectRedis, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
+import { connectRedis, deleteRedisKeys, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
 import { wrapStore } from "./helpers/wrap-store.js";
 
 const SECRET = "memory-test-secret-0123456789-abcdefghijkl";
@@ -117,8 +117,7 @@ describe.skipIf(!redisAvailable)("memory per request on RedisStore (node-redis)"
     prefix = uniqueRedisPrefix();
   });
   afterAll(async () => {
-    const keys = await redisKeys(redis, prefix);
-    for (let i = 0; i < keys.length; i += 1000) await redis.sendCommand(["DEL", ...keys.slice(i, i + 1000)]);
+    await deleteRedisKeys(redis, prefix);
     redis.destroy();
   });
 

@@ -16,7 +16,7 @@ import { nodeApp } from "./fixtures/app.js";
 import * as standard from "./fixtures/standard.js";
 import { Browser, listen, stopAll, type RunningServer } from "./helpers/http.js";
 import { capturingLogger, delay, eventually } from "./helpers/robustness.js";
-import { connectRedis, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
+import { connectRedis, deleteRedisKeys, redisAvailable, redisKeys, uniqueRedisPrefix, type TestRedisClient } from "./helpers/stores.js";
 
 const SECRET = "redis-round-trips-secret-0123456789-abcdefgh";
 
@@ -72,8 +72,7 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
   afterEach(async () => {
     await stopAll(running);
     for (const client of clients.splice(0)) client.destroy();
-    const keys = await redisKeys(redis, prefix);
-    if (keys.length > 0) await redis.sendCommand(["DEL", ...keys]);
+    await deleteRedisKeys(redis, prefix);
   });
 
   /** One app process over the test's prefix, with a client of its own; `wrap` sees that client first. */

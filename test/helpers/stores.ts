@@ -78,6 +78,12 @@ export async function connectRedis(url = redisUrl, options: { reconnect?: boolea
   return client;
 }
 
+/** Deletes every key under `prefix` (a thousand per DEL). */
+export async function deleteRedisKeys(client: TestRedisClient, prefix: string): Promise<void> {
+  const keys = await redisKeys(client, prefix);
+  for (let i = 0; i < keys.length; i += 1000) await client.sendCommand(["DEL", ...keys.slice(i, i + 1000)]);
+}
+
 /** Keys under `prefix`, by SCAN (never KEYS: the server is shared with other tests). */
 export async function redisKeys(client: TestRedisClient, prefix: string): Promise<string[]> {
   const keys: string[] = [];
@@ -129,8 +135,7 @@ export const redisStoreKind: StoreKind = {
       open: () => new RedisStore({ client, prefix }),
       ids: async () => (await redisKeys(client, prefix)).map((key) => key.slice(prefix.length)).filter((id) => /^[0-9a-f-]{36}$/.test(id)),
       cleanup: async () => {
-        const keys = await redisKeys(client, prefix);
-        if (keys.length > 0) await client.sendCommand(["DEL", ...keys]);
+        await deleteRedisKeys(client, prefix);
         client.destroy();
       },
     };
