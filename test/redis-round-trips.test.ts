@@ -8,6 +8,7 @@
  * and awaits each before it goes on (a request's commands are never pipelined with each other),
  * so each call is one round trip. The tests wrap `sendCommand` of the app's client and count.
  */
+import { createHook } from "node:async_hooks";
 import type http from "node:http";
 import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
 import { persistSession, type PersistSessionOptions } from "../src/index.js";
@@ -135,6 +136,32 @@ describe.skipIf(!redisAvailable)("RedisStore round trips per request", () => {
     // The fenced WRITE script only (by EVAL: see the next tests): it also extends the kept lease and publishes the change.
     expect(changing).toEqual(Array.from({ length: 10 }, () => ["EVAL"]));
     expect(unchanged).toEqual(Array.from({ length: 10 }, () => []));
+  });
+
+  it("starts no timer of the lease's per request while one process serves a browser back to back", async () => {
+    prefix = uniqueRedisPrefix();
+    const { url } = await startProcess();
+    const browser = await browserWithKeptLease(url);
+    // Every timer made while the requests run, by the module that made it: a kept lease taken up
+    // for a request and kept again after it once cost two new timers (the renewal interval, the
+    // lapse timeout) per request, each an async resource with its hooks.
+    const made: string[] = [];
+    const hook = createHook({
+      init(_id, type) {
+        if (type === "Timeout") made.push(new Error().stack ?? "");
+      },
+    });
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 40; // deep enough to reach the library's frame under node's timer internals
+    hook.enable();
+    try {
+      for (let i = 1; i <= 10; i++) expect(await browser.json("/inc", { method: "POST" })).toMatchObject({ count: 4 + i });
+    } finally {
+      hook.disable();
+      Error.stackTraceLimit = stackTraceLimit;
+    }
+    expect(made.length).toBeGreaterThan(0); // the hook saw the timers of the requests (node:http's, the client's)
+    expect(made.filter((stack) => stack.includes("lease."))).toEqual([]);
   });
 
   it("costs two commands after another process had the record, and reads its change", async () => {

@@ -45,8 +45,13 @@ export class RenewedLease implements Lease {
   #released: Promise<void> | undefined;
   /** Another process asked for the record: release it once idle instead of keeping it. */
   #wanted = false;
-  /** The renewal interval while held, the lapse timeout while kept. */
-  #timer: NodeJS.Timeout | undefined;
+  /**
+   * One interval for the lease's whole life, every third of the lease time: it renews a held
+   * lease and lapses a kept one. Keeping and resuming leave it as it is: a hot record is kept and
+   * resumed once per request, and two new timers per request (each an async resource) were a
+   * measurable share of a hot request's cost.
+   */
+  readonly #timer: NodeJS.Timeout;
   /** Told when a kept lease ends before a request takes it up again. */
   #onEnd: (() => void) | undefined;
 
@@ -62,7 +67,7 @@ export class RenewedLease implements Lease {
     startedAt: number,
   ) {
     this.#validUntil = validUntil(startedAt, leaseTime);
-    this.#startRenewing();
+    this.#timer = setInterval(() => this.#tick(), leaseTime / 3).unref();
   }
 
   get held(): boolean {
@@ -79,15 +84,12 @@ export class RenewedLease implements Lease {
    * Keeps the idle lease instead of releasing it, when the store can hear other processes ask
    * for the record and none has yet; `onEnd` hears if it ends (runs out, is asked for) before
    * {@link resume}. Renewal stops: a kept lease lasts what its last renewal or write gave it.
+   * It lapses at the first tick of the interval a little after it ran out (see {@link #tick}).
    */
   keep(onEnd: () => void): boolean {
     if (this.#state !== "held" || this.#wanted || !this.held || this.backend.keeps?.() !== true) return false;
     this.#state = "kept";
     this.#onEnd = onEnd;
-    clearInterval(this.#timer);
-    // Ended a little after the backend surely let it go: until then the store can take it over
-    // for this process in one round trip (see RedisStore.lease), rather than wait for it to run out.
-    this.#timer = setTimeout(() => this.#lapse(), this.#validUntil - Date.now() + Math.ceil(this.leaseTime / 10)).unref();
     return true;
   }
 
@@ -97,15 +99,15 @@ export class RenewedLease implements Lease {
    * out, so the request needs no command before its handler. `false` otherwise (or when it ended);
    * the lease then stays kept for the store to take over, and the library takes a new one. A
    * lease that was not kept is left as it is (`true`): the library checks {@link held} as before,
-   * and releases it itself, so a held lease is never dropped while it still renews.
+   * and releases it itself, so a held lease is never dropped while it still renews. The interval
+   * goes on as it was: its next tick comes within a third of the lease time, when at least a sixth
+   * of the lease still remains, time for the renewal's round trip.
    */
   resume(): boolean {
     if (this.#state === "held") return true;
     if (this.#state !== "kept" || this.#validUntil - Date.now() <= this.leaseTime / 2) return false;
-    clearTimeout(this.#timer);
     this.#onEnd = undefined;
     this.#state = "held";
-    this.#startRenewing();
     return true;
   }
 
@@ -149,14 +151,16 @@ export class RenewedLease implements Lease {
     return this.#released;
   }
 
-  #startRenewing(): void {
-    this.#timer = setInterval(() => void this.#renew(), this.leaseTime / 3).unref();
-  }
-
-  #lapse(): void {
-    if (this.#state !== "kept") return;
-    this.#state = "lapsed";
-    this.#end();
+  #tick(): void {
+    if (this.#state === "held") void this.#renew();
+    // A kept lease ends a little after the backend surely let it go: until then the store can
+    // take it over for this process in one round trip (see RedisStore.lease), rather than wait
+    // for it to run out. Ending it later than that is harmless: `held` is false from
+    // `validUntil` on, so no request trusts it meanwhile.
+    else if (this.#state === "kept" && Date.now() >= this.#validUntil + Math.ceil(this.leaseTime / 10)) {
+      this.#state = "lapsed";
+      this.#end();
+    }
   }
 
   async #renew(): Promise<void> {
@@ -179,7 +183,6 @@ export class RenewedLease implements Lease {
 
   #end(): void {
     clearInterval(this.#timer);
-    clearTimeout(this.#timer);
     this.backend.ended(this);
     const onEnd = this.#onEnd;
     this.#onEnd = undefined;
