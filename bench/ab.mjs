@@ -38,7 +38,7 @@ if (command === "snapshot") {
   const scenarios = (process.env.BENCH_SCENARIOS ?? "hot,new").split(",").map((id) => ({ id }));
   const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
   const report = (round, key, result) =>
-    console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  ${result.cpuPerRequest.toFixed(1)} µs CPU/req  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
+    console.log(`round ${round} ${key.padEnd(60)} ${formatNumber(result.rps).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  ${result.cpuPerRequest.toFixed(1)} µs CPU/req${result.proxyCpuPerRequest === undefined ? "" : ` (proxy ${result.proxyCpuPerRequest.toFixed(1)})`}  lost ${result.lost ?? "–"}  (load ${result.loadavg.toFixed(1)})`);
   const results = new Map();
   for (let round = 1; round <= rounds; round++) {
     for (const scenario of scenarios) {

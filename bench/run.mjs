@@ -43,6 +43,8 @@ const VARIANTS = [
   { id: "ps-redis-express", label: "persist-session RedisStore · Express", redis: true, redisStore: true },
   // Redis across a network (issue #22): the same servers, reaching Redis through delay-proxy.mjs.
   { id: "ps-redis-http-delay", label: `persist-session RedisStore · node:http, Redis ${REDIS_DELAY_MS} ms away each way`, redis: true, redisStore: true, delay: true },
+  // The floor under that: no session, one INCR per request, answered after Redis answers.
+  { id: "bare-redis-http-delay", label: `node:http, no session, one Redis INCR per request, Redis ${REDIS_DELAY_MS} ms away each way (one round trip's floor)`, redis: true, delay: true },
   { id: "ps-postgres-http", label: "persist-session PostgresStore · node:http", postgres: true, postgresStore: true },
   { id: "ps-postgres-express", label: "persist-session PostgresStore · Express", postgres: true, postgresStore: true },
   { id: "es-memory", label: "express-session MemoryStore · Express" },
@@ -244,6 +246,12 @@ function evaluateTargets(summary) {
   ratioTarget("RedisStore (node:http) new ≥ 1× connect-redis", "ps-redis-http", "es-redis", "new", 1);
   zeroLost(`RedisStore (node:http), Redis ${REDIS_DELAY_MS} ms away: hot session 0 lost`, "ps-redis-http-delay");
   ratioTarget(`RedisStore (node:http) hot ≥ 3× connect-redis, Redis ${REDIS_DELAY_MS} ms away for both`, "ps-redis-http-delay", "es-redis-delay", "hot", 3);
+  // Not a target: what one round trip per request allows on this machine, to read the one above against.
+  const floor = rps("bare-redis-http-delay", "hot");
+  if (floor !== undefined) {
+    add(`(for reference) one round trip's floor ÷ connect-redis, Redis ${REDIS_DELAY_MS} ms away for both`, show(ratio(floor, rps("es-redis-delay", "hot"))), undefined);
+    add(`(for reference) RedisStore (node:http) hot ÷ one round trip's floor, Redis ${REDIS_DELAY_MS} ms away`, show(ratio(rps("ps-redis-http-delay", "hot"), floor)), undefined);
+  }
   zeroLost("PostgresStore (node:http) hot session: 0 lost", "ps-postgres-http");
   ratioTarget("PostgresStore (node:http) new ≥ 2× connect-pg-simple", "ps-postgres-http", "es-postgres", "new", 2);
   for (const [store, es] of [

@@ -174,6 +174,19 @@ async function createHandler() {
       sendText(res, 200, String(count));
     };
   }
+  if (variant === "bare-redis-http-delay") {
+    // The floor of a request whose change is stored before its response leaves: no session,
+    // one Redis command (INCR) per request and the answer after Redis's. Through the proxy it
+    // shows what one round trip per request allows on this machine, beside what we reach.
+    const client = await redisClient();
+    const key = `${REDIS_PREFIX}count`;
+    return async (req, res) => {
+      if (serveCalls(req, res)) return;
+      if (req.url === "/read") return sendText(res, 200, String(Number(await client.get(key))));
+      calls++;
+      sendText(res, 200, String(await client.incr(key)));
+    };
+  }
   if (library === "ps") {
     const { sessions, increment, read } = await persistSessions(storeKind);
     if (framework === "http") {
