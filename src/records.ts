@@ -155,7 +155,7 @@ export class RecordEntry {
    */
   #resumeLease(): void {
     const lease = this.lease;
-    // Outside the request, like every call to the store: a renewal timer starts here.
+    // Outside the request, like every call to the store: a store's lease may start its renewal here.
     if (lease?.resume !== undefined && !outsideRequest(resume, lease)) this.lease = undefined;
   }
 
@@ -547,7 +547,7 @@ export class RecordManager {
     this.#entries.delete(entry.id);
     const cached = this.options.cacheLimit > 0 && entry.state === "present" && !entry.stale;
     const lease = entry.lease;
-    // The kept lease's timer (and a store's first listening for requests of it) outlive the request.
+    // What keeping starts (a store's first listening for requests of the lease, its timers) outlives the request.
     const kept = cached && lease?.keep !== undefined && outsideRequest(() => lease.keep!(() => this.#keptLeaseEnded(entry, lease)));
     if (!kept) this.#releaseLease(entry);
     // A shared store's copy is the truth only while its lease holds.
