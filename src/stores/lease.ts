@@ -163,8 +163,9 @@ export class RenewedLease implements Lease {
     }
   }
 
+  /** Called by {@link #tick} only while held. */
   async #renew(): Promise<void> {
-    if (this.#state !== "held" || this.#renewing) return;
+    if (this.#renewing) return;
     // A write under the lease extended it lately (RedisStore's does): no renewal needed yet.
     if (this.#validUntil - Date.now() > (this.leaseTime * 2) / 3) return;
     this.#renewing = true;
